@@ -1,0 +1,305 @@
+"""The book runner: execute every chapter under a profile, gather the run report, build the site.
+
+``make book`` calls ``python -m helpers.book build --profile auto``; the tests
+call the same functions in the ``smoke`` profile. Explained on the book's
+"For contributors" page. Sources are never modified: executed copies go to
+the build tree ``book/_build/source`` (a staged copy of ``book/`` with the
+executed notebooks under ``notebooks/``) and the site to
+``book/_build/source/_build/html``.
+
+Commands::
+
+    python -m helpers.book build   [--profile P] [--only NAME ...]   # execute + report + site
+    python -m helpers.book execute [--profile P] [--only NAME ...]   # execute + report only
+    python -m helpers.book site                                       # site from what was executed
+    python -m helpers.book student-copies [--out DIR]                 # exercise stubs for students
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import profiles
+from .report import METADATA_KEY
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+BOOK = REPO / "book"
+BUILD = BOOK / "_build"
+REPORT_MARKER = "<!-- RUN-REPORT -->"
+
+
+class NotebookError(RuntimeError):
+    """A notebook that cannot be run by the book (no parameters cell, failing cell...)."""
+
+
+@dataclass
+class ChapterRun:
+    """One executed notebook: where it went, how long it took, what it recorded."""
+    name: str
+    source: Path
+    executed: Path
+    seconds: float = 0.0
+    error: str | None = None
+    reports: list = field(default_factory=list)
+
+
+def discover(nb_dir: Path = NOTEBOOKS) -> list[Path]:
+    """Every chapter notebook in ``nb_dir`` (sorted; files starting with ``_`` are skipped)."""
+    return sorted(p for p in Path(nb_dir).glob("*.ipynb") if not p.name.startswith("_"))
+
+
+def parameters_cell_index(nb) -> int:
+    """Index of the cell tagged ``parameters``; a clear error when there is none.
+
+    Without one, papermill appends the injected values at the top and the
+    notebook's own assignments silently overwrite them, so the book refuses.
+    """
+    for i, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return i
+    raise NotebookError("no cell tagged 'parameters': add the tag to the cell that sets PROFILE and SEED "
+                        "(otherwise the profile chosen by the runner would be silently overwritten)")
+
+
+def _failure_text(exc) -> str:
+    """The failing cell's error and traceback, as plain text."""
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    parts = [f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"]
+    tb = getattr(exc, "traceback", None)
+    if tb:
+        parts.append(ansi.sub("", "\n".join(tb)))
+    cell = getattr(exc, "cell_index", None)
+    if cell is not None:
+        parts.insert(0, f"failing cell: #{cell}")
+    return "\n".join(parts)
+
+
+def execute(source: Path, executed: Path, profile: str, seed: int | None = None,
+            timeout: int | None = None, progress: bool = True) -> ChapterRun:
+    """Execute one notebook with papermill under ``profile`` into ``executed``.
+
+    Returns a :class:`ChapterRun`; a failing cell is reported in ``error`` with
+    its traceback (the executed copy, with the error in place, is kept).
+    """
+    import nbformat
+    import papermill as pm
+
+    source, executed = Path(source), Path(executed)
+    run = ChapterRun(source.stem, source, executed)
+    nb = nbformat.read(source, as_version=4)
+    try:
+        parameters_cell_index(nb)
+    except NotebookError as exc:
+        raise NotebookError(f"{source.name}: {exc}") from None
+    params = {"PROFILE": profile}
+    if seed is not None:
+        params["SEED"] = int(seed)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name="python3",
+                            progress_bar=progress, cwd=str(executed.parent),
+                            execution_timeout=timeout)
+    except pm.PapermillExecutionError as exc:
+        run.error = _failure_text(exc)
+    run.seconds = time.perf_counter() - start
+    if executed.exists():
+        run.reports = collect_reports(executed)
+    return run
+
+
+def collect_reports(executed: Path) -> list[dict]:
+    """The run-report records a notebook published (see :mod:`helpers.report`)."""
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("metadata", {}).get(METADATA_KEY)
+            if rec:
+                found.append(rec)
+    return found
+
+
+def execute_all(profile: str, stage: Path, only: list[str] | None = None, seed: int | None = None,
+                nb_dir: Path = NOTEBOOKS) -> list[ChapterRun]:
+    """Execute every chapter (or those whose name contains one of ``only``) into ``stage/notebooks``."""
+    concrete = profiles.resolve(profile)
+    runs = []
+    notebooks = discover(nb_dir)
+    if only:
+        notebooks = [p for p in notebooks if any(o in p.stem for o in only)]
+        if not notebooks:
+            raise NotebookError(f"no notebook matches {only}; notebooks: {[p.stem for p in discover(nb_dir)]}")
+    for nb_path in notebooks:
+        print(f"[book] executing {nb_path.name} (profile {concrete})", flush=True)
+        run = execute(nb_path, Path(stage) / "notebooks" / nb_path.name, concrete, seed=seed)
+        status = "FAILED" if run.error else "ok"
+        print(f"[book] {nb_path.name}: {status} in {run.seconds:.1f} s", flush=True)
+        runs.append(run)
+    return runs
+
+
+def report_dict(runs: list[ChapterRun], profile: str) -> dict:
+    """The whole book's run report, chapter by chapter."""
+    chapters = []
+    for run in runs:
+        recs = run.reports or [{"chapter": run.name, "title": run.name, "metrics": {}, "claims": []}]
+        for rec in recs:
+            rec = dict(rec)
+            rec["notebook"] = run.source.name
+            rec["notebook_seconds"] = round(run.seconds, 1)
+            rec["status"] = "failed" if run.error else "ok"
+            chapters.append(rec)
+    return {"profile": profiles.resolve(profile), "chapters": chapters}
+
+
+def _cell(text) -> str:
+    if isinstance(text, bool):
+        return "yes" if text else "no"
+    if isinstance(text, float):
+        return f"{text:.4g}"
+    return "—" if text is None or text == "" else str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(report: dict) -> str:
+    """The Reproduction report table: one row per claim, chapter by chapter."""
+    lines = [f"Profile of this build: `{report['profile']}`.", "",
+             "| chapter | claim | paper | this run | held | profile · device | time |",
+             "|---|---|---|---|---|---|---|"]
+    for ch in report["chapters"]:
+        where = f"{ch.get('profile', '?')} · {ch.get('device', '?')}"
+        secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
+        claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
+        if ch.get("status") == "failed":
+            claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
+        for c in claims:
+            held = c.get("held")
+            mark = "—" if held is None else ("✅ held" if held else "❌ not held")
+            lines.append(f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
+                         f"{_cell(c['ours'])} | {mark} | {where} | {secs} |")
+    lines += ["", "Headline metrics per chapter:", ""]
+    for ch in report["chapters"]:
+        metrics = ch.get("metrics") or {}
+        if metrics:
+            lines.append(f"- **{_cell(ch.get('title'))}**: " +
+                         ", ".join(f"`{k}` = {_cell(v)}" for k, v in metrics.items()))
+    return "\n".join(lines) + "\n"
+
+
+def stage_sources(stage: Path) -> None:
+    """Copy ``book/`` (without its build tree) into ``stage``."""
+    stage = Path(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    for item in BOOK.iterdir():
+        if item.name == "_build":
+            continue
+        dest = stage / item.name
+        if item.is_dir():
+            shutil.copytree(item, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest)
+
+
+def write_report(report: dict, stage: Path) -> Path:
+    """Write ``report.json`` and fill the Reproduction report page in ``stage``."""
+    stage = Path(stage)
+    (stage / "report.json").write_text(json.dumps(report, indent=2))
+    page = stage / "reproduction.md"
+    text = page.read_text()
+    if REPORT_MARKER not in text:
+        raise NotebookError(f"{page} lacks the marker {REPORT_MARKER}")
+    page.write_text(text.replace(REPORT_MARKER, report_markdown(report)))
+    return stage / "report.json"
+
+
+def check_toc(stage: Path, nb_dir: Path = NOTEBOOKS) -> None:
+    """Every chapter notebook must appear in ``_toc.yml`` (a clear error names the missing ones)."""
+    toc = (Path(stage) / "_toc.yml").read_text()
+    missing = [p.stem for p in discover(nb_dir) if f"notebooks/{p.stem}" not in toc]
+    if missing:
+        raise NotebookError(f"add these chapters to book/_toc.yml: {', '.join(missing)}")
+
+
+def build_site(stage: Path, warnings_as_errors: bool = True) -> Path:
+    """Build the HTML site from ``stage`` with Jupyter Book 1.x; returns the site folder."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage), "--keep-going"]
+    if warnings_as_errors:
+        cmd.append("-W")
+    print("[book] " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout[-20000:])
+        sys.stderr.write(proc.stderr[-20000:])
+        raise NotebookError(f"jupyter-book build failed (exit {proc.returncode}); see the output above")
+    return Path(stage) / "_build" / "html"
+
+
+def build(profile: str = "auto", only: list[str] | None = None, stage: Path | None = None,
+          execute_notebooks: bool = True, site: bool = True) -> dict:
+    """Execute the chapters, write the run report, build the site. Raises if a chapter failed."""
+    stage = Path(stage or BUILD / "source")
+    if execute_notebooks and stage.exists():
+        shutil.rmtree(stage)
+    stage_sources(stage)
+    check_toc(stage)
+    if execute_notebooks:
+        runs = execute_all(profile, stage, only=only)
+        report = report_dict(runs, profile)
+        (stage / "report.json").write_text(json.dumps(report, indent=2))
+    else:
+        report = json.loads((stage / "report.json").read_text())
+        runs = []
+    write_report(report, stage)
+    failed = [r for r in runs if r.error]
+    for r in failed:
+        print(f"\n[book] {r.source.name} FAILED\n{r.error}\n", file=sys.stderr)
+    if failed:
+        raise NotebookError(f"{len(failed)} notebook(s) failed: {', '.join(r.source.name for r in failed)}")
+    out = {"report": report, "stage": stage}
+    if site:
+        html = build_site(stage)
+        out["site"] = html
+        print(f"[book] site: {html / 'index.html'}")
+    return out
+
+
+def _main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.book", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("build", "execute"):
+        p = sub.add_parser(name)
+        p.add_argument("--profile", default=None, help=f"one of {', '.join(profiles.VALID_NAMES)}")
+        p.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
+    sub.add_parser("site")
+    sc = sub.add_parser("student-copies")
+    sc.add_argument("--out", default=str(BUILD / "student"))
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd in ("build", "execute"):
+            profile = profiles.resolve(args.profile)
+            build(profile, only=args.only, site=args.cmd == "build")
+        elif args.cmd == "site":
+            build(execute_notebooks=False)
+        elif args.cmd == "student-copies":
+            from .exercises import write_student_copies
+            for path in write_student_copies(NOTEBOOKS, Path(args.out)):
+                print(path)
+    except (NotebookError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

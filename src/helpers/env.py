@@ -1,0 +1,70 @@
+"""Where a chapter runs: device, seeds, Colab, and the folders for data and caches.
+
+Every chapter's setup cell calls these (explained in "How to run this book").
+No function here hard-codes a device: CUDA, then Apple MPS, then the CPU.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA_ENV = "RETINA_DATA"
+CACHE_ENV = "RETINA_CACHE"
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (the setup cell installs the project only there)."""
+    return "google.colab" in sys.modules
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The best device here: CUDA, then Apple MPS, then CPU (``prefer`` overrides)."""
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> int:
+    """Seed Python, NumPy and torch (all devices) from the parameters cell's ``SEED``."""
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return seed
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Folder for datasets: ``root`` if given, else ``$RETINA_DATA``, else ``./data``."""
+    return Path(root or os.environ.get(DATA_ENV) or "data").expanduser()
+
+
+def cache_dir(*parts: str) -> Path:
+    """Folder for weights, features and checkpoints: ``$RETINA_CACHE`` or ``~/.cache/retina-book``.
+
+    Sub-folders named by ``parts`` are created on demand.
+    """
+    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "retina-book").expanduser()
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def describe_device(device: torch.device) -> str:
+    """A one-line description of ``device`` for the run report."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type

@@ -1,0 +1,169 @@
+"""Profiles: one name sets every knob a chapter uses.
+
+Explained on the book page "How to run this book" (book/how-to-run.md) and used
+by the parameters cell of every chapter::
+
+    P = helpers.profiles.load(PROFILE)   # "smoke", "cpu", "gpu", "full" or "auto"
+    P.show("simclr")                      # print the knobs this run uses
+
+A chapter never branches on anything but these knobs. ``auto`` resolves to
+``gpu`` when CUDA is available and to ``cpu`` otherwise. ``load(None)`` reads
+the environment variable ``RETINA_PROFILE`` and falls back to ``auto``.
+
+Knob groups: ``data`` (shared by every chapter unless a chapter overrides it),
+then one group per chapter or method (``ch00``, ``simclr``, ``probe``, ...).
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+PROFILE_NAMES = ("smoke", "cpu", "gpu", "full")
+VALID_NAMES = PROFILE_NAMES + ("auto",)
+ENV_VAR = "RETINA_PROFILE"
+
+
+class Knobs(dict):
+    """A dict whose keys read as attributes (``P.data.image_size``).
+
+    A missing knob raises an ``AttributeError`` that lists the knobs there are,
+    so a typo in a chapter fails loudly instead of silently using a default.
+    """
+
+    def __getattr__(self, key):
+        try:
+            value = self[key]
+        except KeyError:
+            raise AttributeError(
+                f"no knob {key!r} here; knobs: {', '.join(sorted(self))}") from None
+        return Knobs(value) if isinstance(value, dict) and not isinstance(value, Knobs) else value
+
+    def __setattr__(self, key, value):
+        raise AttributeError("profiles are read-only; choose another profile or copy the knob")
+
+
+_COMMON = {
+    # SynthRetina, the embedded world (see chapter 0).
+    "embedded": {
+        "world": "embedded",
+        "pretrained": False,
+        "data": {"source": "synthretina", "num_workers": 0},
+    },
+    # Real open data and official weights (needs internet the first time).
+    "real": {
+        "world": "real",
+        "pretrained": True,
+        "data": {"source": "retinamnist", "num_workers": 2},
+    },
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+_PROFILES: dict[str, dict] = {
+    "smoke": _merge(_COMMON["embedded"], {
+        "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
+        "data": {"image_size": 32, "n_train": 192, "n_valid": 96, "n_test": 96, "batch_size": 32},
+        "ch00": {"gallery_size": 64, "epochs": 2, "lr": 3e-3, "n_train": 256, "image_size": 32},
+        "simclr": {"encoder": "resnet18", "epochs": 1, "batch_size": 32, "lr": 1e-3,
+                   "proj_dim": 32, "temperature": 0.2, "sweep_temperatures": [0.1, 1.0],
+                   "sweep_epochs": 1, "sweep_batch_sizes": []},
+        "probe": {"max_iter": 200, "knn_k": 5, "embedding": "pca"},
+    }),
+    "cpu": _merge(_COMMON["embedded"], {
+        "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 30 min on 2 cores",
+        "data": {"image_size": 64, "n_train": 2000, "n_valid": 500, "n_test": 500, "batch_size": 64},
+        "ch00": {"gallery_size": 128, "epochs": 6, "lr": 3e-3, "n_train": 3000, "image_size": 64},
+        "simclr": {"encoder": "resnet18", "epochs": 15, "batch_size": 128, "lr": 2e-3,
+                   "proj_dim": 64, "temperature": 0.2, "sweep_temperatures": [0.05, 0.2, 1.0],
+                   "sweep_epochs": 4, "sweep_batch_sizes": [32, 128]},
+        "probe": {"max_iter": 1000, "knn_k": 10, "embedding": "tsne"},
+    }),
+    "gpu": _merge(_COMMON["real"], {
+        "about": "Colab T4 (16 GB): real open datasets and official weights; <= 20 min per chapter",
+        "data": {"image_size": 224, "n_train": None, "n_valid": None, "n_test": None, "batch_size": 64},
+        "ch00": {"gallery_size": 128, "epochs": 5, "lr": 3e-3, "n_train": 5000, "image_size": 128},
+        "simclr": {"encoder": "resnet50", "epochs": 20, "batch_size": 128, "lr": 1e-3,
+                   "proj_dim": 128, "temperature": 0.1, "sweep_temperatures": [0.05, 0.1, 0.5],
+                   "sweep_epochs": 5, "sweep_batch_sizes": [64, 128]},
+        "probe": {"max_iter": 2000, "knn_k": 20, "embedding": "tsne"},
+    }),
+    "full": _merge(_COMMON["real"], {
+        "about": "large GPUs: the papers' settings",
+        "data": {"source": "deepdrid", "image_size": 224, "n_train": None, "n_valid": None,
+                 "n_test": None, "batch_size": 256, "num_workers": 8},
+        "ch00": {"gallery_size": 256, "epochs": 10, "lr": 3e-3, "n_train": 20000, "image_size": 256},
+        "simclr": {"encoder": "resnet50", "epochs": 200, "batch_size": 256, "lr": 3e-4,
+                   "proj_dim": 128, "temperature": 0.1, "sweep_temperatures": [0.05, 0.1, 0.2, 0.5, 1.0],
+                   "sweep_epochs": 50, "sweep_batch_sizes": [64, 128, 256]},
+        "probe": {"max_iter": 5000, "knn_k": 20, "embedding": "tsne"},
+    }),
+}
+
+
+class Profile:
+    """A resolved profile: its ``name``, what was asked for (``requested``) and its knobs."""
+
+    def __init__(self, name: str, requested: str, knobs: dict):
+        self.name = name
+        self.requested = requested
+        self.knobs = Knobs(knobs)
+
+    def __getattr__(self, key):
+        if key in ("name", "requested", "knobs"):
+            raise AttributeError(key)
+        return getattr(self.knobs, key)
+
+    def __getitem__(self, key):
+        return self.knobs[key]
+
+    def __repr__(self):
+        via = f" (from {self.requested!r})" if self.requested != self.name else ""
+        return f"Profile({self.name!r}{via})"
+
+    def table(self, *groups: str) -> list[tuple[str, str]]:
+        """Rows ``(knob, value)`` for the top-level knobs, ``data`` and the named groups."""
+        rows = [("profile", self.name + (f" (from {self.requested})" if self.requested != self.name else ""))]
+        for key, value in self.knobs.items():
+            if not isinstance(value, dict):
+                rows.append((key, str(value)))
+        for group in ("data",) + tuple(groups):
+            if group not in self.knobs:
+                raise KeyError(f"profile has no knob group {group!r}; groups: "
+                               f"{', '.join(k for k, v in self.knobs.items() if isinstance(v, dict))}")
+            for key, value in self.knobs[group].items():
+                rows.append((f"{group}.{key}", str(value)))
+        return rows
+
+    def show(self, *groups: str) -> None:
+        """Print every knob this run uses: the shared ones and the chapter's ``groups``."""
+        rows = self.table(*groups)
+        width = max(len(k) for k, _ in rows)
+        print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+
+def resolve(name: str | None = None) -> str:
+    """Turn ``None``/``"auto"`` into a concrete profile name; reject unknown names."""
+    if name is None or name == "":
+        name = os.environ.get(ENV_VAR) or "auto"
+    if not isinstance(name, str) or name not in VALID_NAMES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(VALID_NAMES)}")
+    if name == "auto":
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def load(name: str | None = None) -> Profile:
+    """Load a profile by name (``None`` -> ``$RETINA_PROFILE`` -> ``auto``)."""
+    requested = name if name else (os.environ.get(ENV_VAR) or "auto")
+    concrete = resolve(name)
+    return Profile(concrete, requested, copy.deepcopy(_PROFILES[concrete]))
