@@ -183,3 +183,22 @@ def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None =
         for dl in out.loaders:
             dl.rng.seed(seed)
     return out
+
+
+def load(source: str, root=None, size: int | None = None, n_train: int | None = None,
+         n_valid: int | None = None, n_test: int | None = None, seed: int = 0, **options) -> ImageTable:
+    """Load any source as an :class:`ImageTable` — the one call every chapter uses.
+
+    ``source`` is ``"synthretina"`` (generated here, see chapter 0) or a name in
+    the dataset registry (downloaded and prepared once, see the "Data and
+    weights" page). ``n_*`` cap each split (``None``: all of it; SynthRetina
+    needs them), ``size`` is the image side in pixels. Label columns use the
+    book's shared names (``dr_grade``, ``hr_grade``, ``glaucoma``, ...).
+    """
+    if source == "synthretina":
+        from .synthretina import synthretina_table
+        return synthretina_table(n_train=n_train, n_valid=n_valid, n_test=n_test, size=size,
+                                 seed=seed, **options)
+    from .datasets import load_dataset
+    return load_dataset(source, root=root, size=size, n_train=n_train, n_valid=n_valid,
+                        n_test=n_test, seed=seed, **options)
