@@ -246,15 +246,15 @@ def build_site(stage: Path, warnings_as_errors: bool = True) -> Path:
 
 
 def build(profile: str = "auto", only: list[str] | None = None, stage: Path | None = None,
-          execute_notebooks: bool = True, site: bool = True) -> dict:
+          execute_notebooks: bool = True, site: bool = True, nb_dir: Path = NOTEBOOKS) -> dict:
     """Execute the chapters, write the run report, build the site. Raises if a chapter failed."""
     stage = Path(stage or BUILD / "source")
     if execute_notebooks and stage.exists():
         shutil.rmtree(stage)
     stage_sources(stage)
-    check_toc(stage)
+    check_toc(stage, nb_dir)
     if execute_notebooks:
-        runs = execute_all(profile, stage, only=only)
+        runs = execute_all(profile, stage, only=only, nb_dir=nb_dir)
         report = report_dict(runs, profile)
         (stage / "report.json").write_text(json.dumps(report, indent=2))
     else:

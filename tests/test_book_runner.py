@@ -1,0 +1,107 @@
+"""The book runner (helpers.book) on small notebooks made by the tests."""
+import json
+
+import pytest
+
+from helpers import book
+from helpers.exercises import strip_solutions, student_copy
+
+from conftest import make_notebook
+
+REPORT_CELL = """
+from helpers.report import RunReport
+r = RunReport("t1", "Tiny", PROFILE, "cpu")
+r.metric("answer", 42.0)
+r.claim("it runs", paper="yes", ours=1.0, held=True)
+r.publish()
+"""
+
+
+def test_refuses_a_notebook_without_parameters_cell(tmp_path, isolated_env):
+    src = make_notebook(tmp_path / "nop.ipynb", ["x = 1"], parameters=None)
+    with pytest.raises(book.NotebookError, match="parameters"):
+        book.execute(src, tmp_path / "out" / "nop.ipynb", "smoke", progress=False)
+    assert not (tmp_path / "out" / "nop.ipynb").exists()
+
+
+def test_profile_is_injected_and_report_collected(tmp_path, isolated_env):
+    src = make_notebook(tmp_path / "t1.ipynb", ["assert PROFILE == 'smoke', PROFILE", REPORT_CELL])
+    run = book.execute(src, tmp_path / "out" / "t1.ipynb", "smoke", progress=False)
+    assert run.error is None
+    assert run.reports and run.reports[0]["metrics"] == {"answer": 42.0}
+    assert run.reports[0]["profile"] == "smoke"
+
+
+def test_failing_notebook_fails_the_build_with_its_traceback(tmp_path, isolated_env, capsys):
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    make_notebook(nb_dir / "a_ok.ipynb", [REPORT_CELL])
+    make_notebook(nb_dir / "b_bad.ipynb", ["def f():\n    raise ValueError('boom 4242')\n", "f()"])
+    runs = book.execute_all("smoke", tmp_path / "stage", nb_dir=nb_dir)
+    bad = {r.name: r for r in runs}["b_bad"]
+    assert bad.error and "ValueError" in bad.error and "boom 4242" in bad.error
+    assert "f()" in bad.error  # the failing cell's traceback, not only the message
+    assert {r.name: r for r in runs}["a_ok"].error is None
+    report = book.report_dict(runs, "smoke")
+    assert [c["status"] for c in report["chapters"]] == ["ok", "failed"]
+
+
+def test_build_raises_when_a_chapter_fails(tmp_path, isolated_env, monkeypatch, capsys):
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    make_notebook(nb_dir / "c_bad.ipynb", ["1/0"])
+    src = tmp_path / "booksrc"
+    src.mkdir()
+    (src / "_toc.yml").write_text("root: intro\nchapters:\n- file: notebooks/c_bad\n")
+    (src / "reproduction.md").write_text("# R\n" + book.REPORT_MARKER + "\n")
+    monkeypatch.setattr(book, "BOOK", src)
+    with pytest.raises(book.NotebookError, match="c_bad"):
+        book.build("smoke", stage=tmp_path / "stage", nb_dir=nb_dir, site=False)
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err
+    report = json.loads((tmp_path / "stage" / "report.json").read_text())
+    assert report["chapters"][0]["status"] == "failed"
+
+
+def test_toc_must_list_every_notebook(tmp_path, monkeypatch):
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    make_notebook(nb_dir / "zz_new.ipynb", ["1"])
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    with pytest.raises(book.NotebookError, match="zz_new"):
+        book.check_toc(tmp_path, nb_dir)
+
+
+def test_unknown_profile_is_refused_before_running(tmp_path):
+    with pytest.raises(ValueError, match="valid profiles"):
+        book.execute_all("fast", tmp_path)
+
+
+def test_report_markdown_marks_claims():
+    report = {"profile": "cpu", "chapters": [
+        {"title": "Ch A", "profile": "cpu", "device": "cpu", "notebook_seconds": 3.0, "status": "ok",
+         "metrics": {"m": 0.5}, "claims": [{"name": "c1", "paper": "+2.5 %", "ours": 0.031, "held": True},
+                                           {"name": "c2", "paper": "x", "ours": 0.0, "held": False}]}]}
+    md = book.report_markdown(report)
+    assert "✅ held" in md and "❌ not held" in md and "+2.5 %" in md and "`m` = 0.5" in md
+
+
+def test_strip_solutions_keeps_indentation_and_parses():
+    src = ("def f(x):\n    # BEGIN SOLUTION\n    y = x * 2\n    return y\n    # END SOLUTION\n"
+           "\n# BEGIN SOLUTION\nanswer = f(2)\n# END SOLUTION\ncheck(answer)\n")
+    out = strip_solutions(src)
+    assert "x * 2" not in out and "answer = f(2)" not in out
+    assert '    raise NotImplementedError' in out and "check(answer)" in out
+    compile(out, "<student>", "exec")
+    with pytest.raises(ValueError, match="unbalanced"):
+        strip_solutions("# BEGIN SOLUTION\nx = 1\n")
+
+
+def test_student_copy_clears_outputs(tmp_path):
+    import nbformat
+    path = make_notebook(tmp_path / "s.ipynb", ["# BEGIN SOLUTION\nx = 1\n# END SOLUTION\nprint(x)"])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    copy = student_copy(nb)
+    assert copy.cells[1].outputs == [] and "x = 1" not in copy.cells[1].source
+    assert "x = 1" in nb.cells[1].source  # the instructor copy is untouched
