@@ -198,7 +198,7 @@ def load(source: str, root=None, size: int | None = None, n_train: int | None = 
     if source == "synthretina":
         from .synthretina import synthretina_table
         return synthretina_table(n_train=n_train, n_valid=n_valid, n_test=n_test, size=size,
-                                 seed=seed, **options)
+                                 seed=seed, root=root, **options)
     from .datasets import load_dataset
     return load_dataset(source, root=root, size=size, n_train=n_train, n_valid=n_valid,
                         n_test=n_test, seed=seed, **options)
