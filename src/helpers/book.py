@@ -106,7 +106,7 @@ def execute(source: Path, executed: Path, profile: str, seed: int | None = None,
     executed.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name="python3",
+        pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name="python3", language="python",
                             progress_bar=progress, cwd=str(executed.parent),
                             execution_timeout=timeout)
     except pm.PapermillExecutionError as exc:

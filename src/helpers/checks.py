@@ -58,3 +58,46 @@ def _finite(x) -> bool:
         return math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------- chapter 0
+
+def check_dr_rule(fn) -> bool:
+    """Chapter 0, exercise 1: ``fn(counts) -> grade`` agrees with SynthRetina's DR rule."""
+    import itertools
+    from .synthretina import dr_grade_rule
+    try:
+        for ma, hm, ex, nv in itertools.product([0, 1, 5], [0, 1, 9, 10, 15], [0, 3], [0, 1]):
+            counts = {"n_microaneurysms": ma, "n_haemorrhages": hm, "n_exudates": ex, "n_neovascularisation": nv}
+            want, got = dr_grade_rule(ma, hm, ex, nv), fn(counts)
+            if got != want:
+                raise ExerciseError(f"for {counts} the grade is {want}, you returned {got}. "
+                                    "Check the rules from grade 4 downwards: the most severe finding decides.")
+    except NotImplementedError as exc:
+        if not_attempted(exc):
+            return pending("write my_dr_grade")
+        raise
+    return passed("your DR rule agrees with SynthRetina's on 60 combinations of findings")
+
+
+def check_hr_answers(answers: dict) -> bool:
+    """Chapter 0, exercise 2: the HR grades of three described eyes."""
+    want = {"a": 2, "b": 3, "c": 4}
+    wrong = [k for k in want if answers.get(k) != want[k]]
+    if wrong:
+        raise ExerciseError(f"not yet right: {', '.join(wrong)}. Remember: the highest finding present decides, "
+                            "whether or not the lower ones are present.")
+    return passed("all three HR grades are right")
+
+
+def check_site_shortcut(acc_correlated: float, acc_independent: float) -> bool:
+    """Chapter 0, exercise 3: the site predicts the grade only when they are correlated."""
+    if not (_finite(acc_correlated) and _finite(acc_independent)):
+        raise ExerciseError("give two accuracies between 0 and 1")
+    if acc_correlated < 0.5:
+        raise ExerciseError(f"with site_correlation=1.0 the site should predict the grade well, got "
+                            f"{acc_correlated:.2f}; did you map each site to its most frequent grade?")
+    if acc_independent > 0.4:
+        raise ExerciseError(f"with site_correlation=0.0 the site should be near chance (0.2), got {acc_independent:.2f}")
+    return passed(f"the site alone predicts the grade ({acc_correlated:.2f}) only when correlated "
+                  f"({acc_independent:.2f} otherwise): a model can score well by recognising the camera")

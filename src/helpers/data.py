@@ -162,17 +162,20 @@ def batch_transforms(augment: bool, size: int | None = None, normalize: bool = T
 
 def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None = None,
                 device=None, augment: bool = True, normalize: bool = True, num_workers: int = 0,
-                seed: int | None = None, splits: tuple[str, str] = ("train", "valid")):
-    """fastai ``DataLoaders`` (train, valid) over ``table``; augmentations only on train.
+                seed: int | None = None, splits: tuple = ("train", "valid", "test")):
+    """fastai ``DataLoaders`` over ``table``: train (augmented, shuffled), valid and test (when not empty).
 
     ``target`` is a label column, a list of columns (multi-label) or ``None``
-    (unlabelled, e.g. for self-supervised pretraining).
+    (unlabelled, e.g. for self-supervised pretraining). ``dls.train``,
+    ``dls.valid`` and ``dls[2]`` (the test split) as in fastai.
     """
     from fastai.data.core import DataLoaders, TfmdDL
     dls = []
     for split in splits:
         ds = TableDataset(table, split, target, size)
         if len(ds) == 0:
+            if split == "test":
+                continue
             raise ValueError(f"{table.name}: split {split!r} is empty")
         train = split == "train"
         dls.append(TfmdDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs,

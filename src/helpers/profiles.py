@@ -72,7 +72,7 @@ _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
         "data": {"image_size": 32, "n_train": 192, "n_valid": 96, "n_test": 96, "batch_size": 32},
-        "ch00": {"gallery_size": 64, "epochs": 2, "lr": 3e-3, "n_train": 256, "image_size": 32},
+        "ch00": {"gallery_size": 64, "epochs": 2, "lr": 3e-3, "n_train": 256, "image_size": 32, "cache": False},
         "simclr": {"encoder": "resnet18", "epochs": 1, "batch_size": 32, "lr": 1e-3,
                    "proj_dim": 32, "temperature": 0.2, "sweep_temperatures": [0.1, 1.0],
                    "sweep_epochs": 1, "sweep_batch_sizes": []},
@@ -81,7 +81,7 @@ _PROFILES: dict[str, dict] = {
     "cpu": _merge(_COMMON["embedded"], {
         "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 30 min on 2 cores",
         "data": {"image_size": 64, "n_train": 2000, "n_valid": 500, "n_test": 500, "batch_size": 64},
-        "ch00": {"gallery_size": 128, "epochs": 6, "lr": 3e-3, "n_train": 3000, "image_size": 64},
+        "ch00": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 3000, "image_size": 64, "cache": True},
         "simclr": {"encoder": "resnet18", "epochs": 15, "batch_size": 128, "lr": 2e-3,
                    "proj_dim": 64, "temperature": 0.2, "sweep_temperatures": [0.05, 0.2, 1.0],
                    "sweep_epochs": 4, "sweep_batch_sizes": [32, 128]},
@@ -90,7 +90,7 @@ _PROFILES: dict[str, dict] = {
     "gpu": _merge(_COMMON["real"], {
         "about": "Colab T4 (16 GB): real open datasets and official weights; <= 20 min per chapter",
         "data": {"image_size": 224, "n_train": None, "n_valid": None, "n_test": None, "batch_size": 64},
-        "ch00": {"gallery_size": 128, "epochs": 5, "lr": 3e-3, "n_train": 5000, "image_size": 128},
+        "ch00": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 5000, "image_size": 128, "cache": True},
         "simclr": {"encoder": "resnet50", "epochs": 20, "batch_size": 128, "lr": 1e-3,
                    "proj_dim": 128, "temperature": 0.1, "sweep_temperatures": [0.05, 0.1, 0.5],
                    "sweep_epochs": 5, "sweep_batch_sizes": [64, 128]},
@@ -100,7 +100,7 @@ _PROFILES: dict[str, dict] = {
         "about": "large GPUs: the papers' settings",
         "data": {"source": "deepdrid", "image_size": 224, "n_train": None, "n_valid": None,
                  "n_test": None, "batch_size": 256, "num_workers": 8},
-        "ch00": {"gallery_size": 256, "epochs": 10, "lr": 3e-3, "n_train": 20000, "image_size": 256},
+        "ch00": {"gallery_size": 256, "epochs": 10, "lr": 3e-3, "n_train": 20000, "image_size": 256, "cache": True},
         "simclr": {"encoder": "resnet50", "epochs": 200, "batch_size": 256, "lr": 3e-4,
                    "proj_dim": 128, "temperature": 0.1, "sweep_temperatures": [0.05, 0.1, 0.2, 0.5, 1.0],
                    "sweep_epochs": 50, "sweep_batch_sizes": [64, 128, 256]},
