@@ -1,0 +1,147 @@
+"""Official pretrained weights, loaded into timm encoders (gpu and full profiles).
+
+Explained on the "Data and weights" appendix page; chapters call
+:func:`pretrained_encoder`. Files are cached under ``$RETINA_CACHE/weights``.
+Checkpoints are read as safetensors or with ``torch.load(weights_only=True)``:
+nothing downloaded is ever unpickled as arbitrary objects. Each loader maps the
+official checkpoint's key names to timm's and reports missing and unexpected keys.
+
+Gated weights (RETFound on Hugging Face) need your token and the accepted terms
+of the model page: pass ``token=...`` or set ``HF_TOKEN``. The hub hosts can be
+redirected with ``RETINA_HF_ENDPOINT`` and ``RETINA_GITHUB_ENDPOINT`` (mirrors,
+or the tests' local server).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .datasets import DatasetError, GatedError, fetch
+from .env import cache_dir
+
+HF_ENV, GITHUB_ENV = "RETINA_HF_ENDPOINT", "RETINA_GITHUB_ENDPOINT"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    name: str
+    arch: str                 # timm model name
+    host: str                 # "timm", "hf" or "github"
+    path: str                 # repo/file on the host
+    licence: str
+    gated: bool
+    img_size: int
+    notes: str = ""
+
+
+WEIGHTS = {
+    "imagenet-resnet50": WeightsInfo("imagenet-resnet50", "resnet50", "timm", "resnet50.a1_in1k",
+                                     "Apache-2.0 (timm)", False, 224, "timm's ImageNet-1k weights"),
+    "imagenet-vit-b16": WeightsInfo("imagenet-vit-b16", "vit_base_patch16_224", "timm",
+                                    "vit_base_patch16_224.augreg2_in21k_ft_in1k", "Apache-2.0 (timm)", False, 224,
+                                    "timm's ImageNet-21k/1k weights"),
+    "retfound-mae": WeightsInfo("retfound-mae", "vit_large_patch16_224", "hf",
+                                "YukunZhou/RETFound_mae_natureCFP/RETFound_mae_natureCFP.pth",
+                                "CC BY-NC 4.0", True, 224,
+                                "gated: log in to Hugging Face, accept the model's terms, create a read token"),
+    "retfound-green": WeightsInfo("retfound-green", "vit_small_patch14_reg4_dinov2", "github",
+                                  "justinengelmann/RETFound_Green/releases/download/v0.1/retfoundgreen_statedict.pth",
+                                  "see the RETFound-Green repository", False, 392,
+                                  "normalisation mean = std = 0.5; global average pooling"),
+    "flair-resnet50": WeightsInfo("flair-resnet50", "resnet50", "hf", "jusiro2/FLAIR/flair_resnet.pth",
+                                  "Apache-2.0", False, 512,
+                                  "vision tower only; the file name on the hub is not verified here"),
+}
+
+
+def info(name: str) -> WeightsInfo:
+    if name not in WEIGHTS:
+        raise DatasetError(f"unknown weights {name!r}; weights: {', '.join(WEIGHTS)}")
+    return WEIGHTS[name]
+
+
+def weights_url(w: WeightsInfo) -> str:
+    if w.host == "hf":
+        repo_owner, repo_name, file = w.path.split("/", 2)
+        base = os.environ.get(HF_ENV, "https://huggingface.co").rstrip("/")
+        return f"{base}/{repo_owner}/{repo_name}/resolve/main/{file}"
+    if w.host == "github":
+        return os.environ.get(GITHUB_ENV, "https://github.com").rstrip("/") + "/" + w.path
+    raise ValueError(f"{w.name} comes from timm, not from a URL")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A state dict from safetensors or a weights-only torch file (never arbitrary pickles)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unsafe or broken file is refused, whatever the reason
+        raise DatasetError(f"{path} is not a weights-only checkpoint ({type(exc).__name__}); refusing to unpickle "
+                           "it. Delete it and download again.") from None
+
+
+def map_keys(name: str, state: dict) -> dict:
+    """Official key names -> timm's, per source (RETFound: MAE decoder dropped; FLAIR: vision tower only)."""
+    if name == "retfound-mae":
+        state = state.get("model", state)
+        return {k: v for k, v in state.items() if not k.startswith(("decoder", "mask_token"))}
+    if name == "flair-resnet50":
+        prefix = "vision_model.model."
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith("fc.")}
+    if name == "retfound-green":
+        return dict(state.get("model", state)) if isinstance(state.get("model"), dict) else dict(state)
+    return dict(state)
+
+
+def load_into(model: torch.nn.Module, state: dict, name: str = "") -> dict:
+    """Load ``state`` into ``model`` non-strictly and report what did not match."""
+    model_keys = set(model.state_dict())
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    bad_shape = [k for k, v in state.items() if k in shapes and tuple(v.shape) != tuple(shapes[k])]
+    state = {k: v for k, v in state.items() if k not in bad_shape}
+    result = model.load_state_dict(state, strict=False)
+    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
+              "shape_mismatch": bad_shape, "loaded": len(model_keys) - len(result.missing_keys)}
+    print(f"[weights] {name}: {report['loaded']} tensors loaded, {len(report['missing'])} missing, "
+          f"{len(report['unexpected'])} unexpected, {len(bad_shape)} shape mismatches")
+    for kind in ("missing", "unexpected", "shape_mismatch"):
+        if report[kind]:
+            print(f"  {kind}: {report[kind][:8]}{' …' if len(report[kind]) > 8 else ''}")
+    return report
+
+
+def pretrained_encoder(name: str, token: str | None = None, cache: Path | None = None, arch: str | None = None,
+                       progress: bool = True) -> torch.nn.Module:
+    """A timm encoder (``num_classes=0``: it returns pooled features) with official weights loaded.
+
+    ``arch`` overrides the timm architecture (the tests load small checkpoints in
+    the official key layouts into small models).
+    """
+    import timm
+    w = info(name)
+    if w.host == "timm":
+        try:
+            return timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0)
+        except Exception as exc:  # noqa: BLE001 - timm raises various errors when offline
+            raise DatasetError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
+                               "Without internet, use the random initialisation (profile smoke or cpu).") from None
+    token = token or os.environ.get("HF_TOKEN")
+    if w.gated and not token:
+        raise GatedError(f"{name} is gated: log in at huggingface.co, accept the terms on the model page "
+                         f"({w.path.rsplit('/', 1)[0]}), create a read token and pass token=... or set HF_TOKEN")
+    folder = Path(cache) if cache else cache_dir("weights")
+    dest = folder / name / Path(w.path).name
+    if not dest.exists():
+        fetch(weights_url(w), dest, token=token if w.host == "hf" else None, progress=progress)
+    kwargs = {"img_size": w.img_size} if (arch or w.arch).startswith("vit") else {}
+    model = timm.create_model(arch or w.arch, pretrained=False, num_classes=0, **kwargs)
+    load_into(model, map_keys(name, read_checkpoint(dest)), name)
+    if name == "retfound-green":
+        model.global_pool = "avg"
+    return model

@@ -1,0 +1,220 @@
+"""Real-dataset path, offline: fixtures in each source's format served from 127.0.0.1."""
+import hashlib
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import data, datasets
+from fixtures_http import FileServer
+
+
+def fundus_png(seed: int, size: int = 48) -> bytes:
+    """A small fundus-like picture: a bright disc on black, so the FOV crop has something to find."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    inside = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.4) ** 2
+    img = np.zeros((size, size, 3), np.uint8)
+    img[inside] = (rng.integers(150, 255), rng.integers(50, 120), 30)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def medmnist_npz(n=(12, 4, 6), size=28, grey=False) -> bytes:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, k in zip(("train", "val", "test"), n):
+        shape = (k, size, size) if grey else (k, size, size, 3)
+        arrays[f"{split}_images"] = rng.integers(0, 255, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, 5, (k, 1))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """Point RetinaMNIST's 64-px file at our fixture's checksum; the mirror env var at the server."""
+    def use(files: dict, server: FileServer):
+        monkeypatch.setenv(datasets.MIRROR_ENV, server.url)
+        for name, blob in files.items():
+            for key, d in list(datasets.REGISTRY.items()):
+                new = tuple(datasets.RemoteFile(f.name, f.url, md5(blob) if f.md5 else None, f.size)
+                            if f.name == name else f for f in d.files)
+                monkeypatch.setitem(datasets.REGISTRY, key, datasets.DatasetInfo(**{**d.__dict__, "files": new}))
+    return use
+
+
+def test_download_prepare_load_medmnist(tmp_path, registry):
+    blob = medmnist_npz(size=64)
+    with FileServer({"retinamnist_64.npz": blob}) as srv:
+        registry({"retinamnist_64.npz": blob}, srv)
+        paths = datasets.download("retinamnist", tmp_path, files=["retinamnist_64.npz"], progress=False)
+    assert paths[0].read_bytes() == blob and not list(tmp_path.rglob("*.part"))
+    table = data.load("retinamnist", root=tmp_path, size=32, seed=0)
+    assert table.images.shape == (22, 32, 32, 3) and table.images.dtype == np.uint8
+    assert table.labels["split"].value_counts().to_dict() == {"train": 12, "test": 6, "valid": 4}
+    assert table.tasks == {"dr_grade": "ordinal"} and len(table.classes["dr_grade"]) == 5
+    sub = data.load("retinamnist", root=tmp_path, size=32, n_train=5, n_valid=2, n_test=3)
+    assert len(sub) == 10
+    dls = data.dataloaders(sub, "dr_grade", bs=4, size=32, device="cpu")
+    assert dls.train.one_batch()[0].shape == (4, 3, 32, 32)
+
+
+def test_octmnist_grey_images_become_rgb(tmp_path):
+    raw = datasets.raw_dir("octmnist", tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "octmnist_64.npz").write_bytes(medmnist_npz(size=64, grey=True))
+    table = datasets.load_dataset("octmnist", root=tmp_path, size=64)
+    assert table.images.shape[1:] == (64, 64, 3) and "oct_class" in table.labels
+
+
+def test_resume_after_an_interrupted_transfer(tmp_path):
+    blob = bytes(range(256)) * 400
+    with FileServer({"f.bin": blob}) as srv:
+        srv.cut["f.bin"] = 30000
+        dest = tmp_path / "f.bin"
+        with pytest.raises(datasets.OfflineError, match="resume"):
+            datasets.fetch(f"{srv.url}/f.bin", dest, md5(blob), progress=False)
+        part = tmp_path / "f.bin.part"
+        assert part.exists() and part.stat().st_size == 30000 and not dest.exists()
+        datasets.fetch(f"{srv.url}/f.bin", dest, md5(blob), progress=False)
+        assert srv.requests[-1] == ("f.bin", "bytes=30000-")
+    assert dest.read_bytes() == blob and not part.exists()
+
+
+def test_checksum_mismatch_removes_the_partial_file(tmp_path):
+    with FileServer({"f.bin": b"tampered" * 100}) as srv:
+        with pytest.raises(datasets.ChecksumError) as err:
+            datasets.fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", md5(b"original"), progress=False)
+    assert md5(b"original") in str(err.value) and md5(b"tampered" * 100) in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_names_the_url_and_the_manual_alternative(tmp_path):
+    with FileServer({}) as srv:
+        url = srv.url
+    with pytest.raises(datasets.OfflineError) as err:  # the server is gone: connection refused
+        datasets.fetch(f"{url}/x.npz", tmp_path / "x.npz", progress=False, timeout=5)
+    assert f"{url}/x.npz" in str(err.value) and "by hand" in str(err.value)
+
+
+def test_never_touches_files_outside_its_cache(tmp_path, registry):
+    blob = medmnist_npz()
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    with FileServer({"retinamnist.npz": b"wrong bytes"}) as srv:
+        registry({"retinamnist.npz": blob}, srv)
+        with pytest.raises(datasets.ChecksumError):
+            datasets.download("retinamnist", tmp_path, files=["retinamnist.npz"], progress=False)
+    assert keep.read_text() == "mine"
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["notes.txt"]
+
+
+def test_jsiec_folders_zip_and_corrupted_images(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c, cls in enumerate(["0.0.Normal", "1.0.DR1", "29.0.Blur fundus"]):
+            for i in range(4):
+                zf.writestr(f"1000images/{cls}/img{i}.jpg", fundus_png(c * 10 + i))
+        zf.writestr("1000images/1.0.DR1/broken.jpg", b"not an image")
+    raw = datasets.raw_dir("jsiec", tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "1000images.zip").write_bytes(buf.getvalue())
+    with pytest.warns(UserWarning, match="1 of 13 image files could not be read"):
+        table = datasets.load_dataset("jsiec", root=tmp_path, size=32)
+    assert len(table) == 12 and sorted(table.labels["jsiec_class"].unique()) == [0, 1, 2]
+
+
+def test_deepdrid_csv_zip_splits_by_patient(tmp_path):
+    buf = io.BytesIO()
+    rows = []
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in range(6):
+            for e in range(4):
+                name = f"{p}_{e}.jpg"
+                zf.writestr(f"DeepDRiD/regular_fundus_images/regular-fundus-training/Images/{p}/{name}",
+                            fundus_png(p * 4 + e))
+                rows.append({"patient_id": p, "image_path": f"\\{p}\\{name}", "patient_DR_Level": p % 5})
+        zf.writestr("DeepDRiD/regular_fundus_images/regular-fundus-training/regular-fundus-training.csv",
+                    pd.DataFrame(rows).to_csv(index=False))
+    raw = datasets.raw_dir("deepdrid", tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "DeepDRiD.zip").write_bytes(buf.getvalue())
+    table = datasets.load_dataset("deepdrid", root=tmp_path, size=32)
+    assert len(table) == 24
+    assert (table.labels.groupby("patient_id")["split"].nunique() == 1).all()  # no patient in two splits
+
+
+def test_truncated_archive_is_reported(tmp_path):
+    raw = datasets.raw_dir("jsiec", tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "1000images.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(datasets.DatasetError, match="not a complete zip"):
+        datasets.prepare("jsiec", 32, tmp_path)
+
+
+def test_not_downloaded_gives_the_exact_command(tmp_path):
+    with pytest.raises(datasets.DatasetError) as err:
+        data.load("retinamnist", root=tmp_path, size=64)
+    assert f"python data_scripts/download.py retinamnist --root {tmp_path}" in str(err.value)
+    assert "prepare.py retinamnist --size 64" in str(err.value)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(datasets.DatasetError) as err:
+        data.load("retinamnistt")
+    assert "retinamnist" in str(err.value) and "synthretina" in str(err.value)
+
+
+def test_from_folder_and_its_errors(tmp_path):
+    for cls in ("healthy", "glaucoma"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            (tmp_path / cls / f"{i}.png").write_bytes(fundus_png(i))
+    (tmp_path / "glaucoma" / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="1 of 11"):
+        table = datasets.from_folder(tmp_path, size=32)
+    assert table.classes["label"] == ["glaucoma", "healthy"] and len(table) == 10
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(datasets.DatasetError, match="holds no images"):
+        datasets.from_folder(empty)
+
+
+def test_from_csv_and_its_errors(tmp_path):
+    rows = []
+    for i in range(12):
+        (tmp_path / f"{i}.png").write_bytes(fundus_png(i))
+        rows.append({"file": f"{i}.png", "diagnosis": ["normal", "dr"][i % 2], "pid": i // 2,
+                     "a": i % 2, "b": (i // 2) % 2})
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    table = datasets.from_csv(csv, "file", "diagnosis", patient_col="pid", classes=["normal", "dr"], size=32)
+    assert list(table.labels["label"][:2]) == [0, 1]
+    assert (table.labels.groupby("patient_id")["split"].nunique() == 1).all()
+    multi = datasets.from_csv(csv, "file", ["a", "b"], size=32)
+    assert multi.target(["a", "b"]).shape == (12, 2)
+    with pytest.raises(datasets.DatasetError, match="missing"):
+        datasets.from_csv(csv, "file", "grade")
+    with pytest.raises(datasets.DatasetError, match="unknown label"):
+        datasets.from_csv(csv, "file", "diagnosis", classes=["normal"])
+
+
+def test_registry_table_and_cli(capsys):
+    import runpy
+    import sys
+    table = datasets.registry_table()
+    assert {"retinamnist", "octmnist", "deepdrid", "jsiec", "papila", "idrid", "aptos2019"} <= set(table["name"])
+    sys.argv = ["download.py", "--list"]
+    with pytest.raises(SystemExit) as code:
+        runpy.run_path("data_scripts/download.py", run_name="__main__")
+    assert code.value.code == 0 and "retinamnist" in capsys.readouterr().out

@@ -1,0 +1,103 @@
+"""Pretrained-weight loaders on checkpoints built here in each official key layout, served from 127.0.0.1."""
+import io
+import pickle
+
+import pytest
+import timm
+import torch
+
+from helpers import datasets, weights
+from fixtures_http import FileServer
+
+
+def as_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_retfound_layout_token_and_key_mapping(tmp_path, monkeypatch, capsys):
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+    official = {f"{k}": v.clone() for k, v in vit.state_dict().items()}
+    official["mask_token"] = torch.zeros(1, 1, 192)
+    official["decoder_embed.weight"] = torch.zeros(8, 192)
+    blob = as_bytes({"model": official})
+    with FileServer({"YukunZhou/RETFound_mae_natureCFP/resolve/main/RETFound_mae_natureCFP.pth": blob},
+                    token="hf_secret") as srv:
+        monkeypatch.setenv(weights.HF_ENV, srv.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        with pytest.raises(datasets.GatedError, match="HF_TOKEN"):
+            weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
+        with pytest.raises(datasets.GatedError, match="401"):
+            weights.pretrained_encoder("retfound-mae", token="wrong", cache=tmp_path, arch="vit_tiny_patch16_224")
+        model = weights.pretrained_encoder("retfound-mae", token="hf_secret", cache=tmp_path,
+                                           arch="vit_tiny_patch16_224", progress=False)
+    out = capsys.readouterr().out
+    assert "0 missing, 0 unexpected" in out  # decoder and mask token dropped by the key map
+    for k, v in vit.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+
+
+def test_retfound_green_from_a_release(tmp_path, monkeypatch, capsys):
+    ref = timm.create_model("vit_small_patch14_reg4_dinov2", img_size=392, num_classes=0)
+    blob = as_bytes(ref.state_dict())
+    path = "justinengelmann/RETFound_Green/releases/download/v0.1/retfoundgreen_statedict.pth"
+    with FileServer({path: blob}) as srv:
+        monkeypatch.setenv(weights.GITHUB_ENV, srv.url)
+        model = weights.pretrained_encoder("retfound-green", cache=tmp_path, progress=False)
+    assert "0 missing, 0 unexpected" in capsys.readouterr().out
+    assert model.global_pool == "avg"
+    x = torch.randn(1, 3, 392, 392)
+    ref.global_pool = "avg"
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), ref.eval()(x), atol=1e-5)
+
+
+def test_flair_vision_tower_is_extracted(tmp_path, monkeypatch, capsys):
+    resnet = timm.create_model("resnet18", num_classes=0)
+    state = {f"vision_model.model.{k}": v for k, v in resnet.state_dict().items()}
+    state["vision_model.model.fc.weight"] = torch.zeros(3, 3)
+    state["vision_model.projection_head_vision.projection.weight"] = torch.zeros(512, 512)
+    state["text_model.model.embeddings.word_embeddings.weight"] = torch.zeros(10, 4)
+    state["logit_scale"] = torch.tensor(4.6)
+    with FileServer({"jusiro2/FLAIR/resolve/main/flair_resnet.pth": as_bytes(state)}) as srv:
+        monkeypatch.setenv(weights.HF_ENV, srv.url)
+        model = weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18", progress=False)
+    assert "0 missing, 0 unexpected" in capsys.readouterr().out
+    assert torch.equal(model.conv1.weight, resnet.conv1.weight)
+
+
+def test_mismatched_keys_are_reported(capsys):
+    model = timm.create_model("resnet18", num_classes=0)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("layer4")}
+    state["extra.weight"] = torch.zeros(1)
+    state["conv1.weight"] = torch.zeros(1, 1, 1, 1)
+    rep = weights.load_into(model, state, "test")
+    assert any(k.startswith("layer4") for k in rep["missing"])
+    assert rep["unexpected"] == ["extra.weight"] and rep["shape_mismatch"] == ["conv1.weight"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_never_unpickles_arbitrary_objects(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(datasets.DatasetError, match="refusing to unpickle"):
+        weights.read_checkpoint(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_safetensors_checkpoints(tmp_path):
+    from safetensors.torch import save_file
+    model = timm.create_model("resnet18", num_classes=0)
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    state = weights.read_checkpoint(tmp_path / "w.safetensors")
+    assert set(state) == set(model.state_dict())
+
+
+def test_unknown_weights_list_valid_names():
+    with pytest.raises(datasets.DatasetError, match="retfound-green"):
+        weights.pretrained_encoder("retfound-large")
