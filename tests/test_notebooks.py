@@ -80,7 +80,7 @@ def test_chapter_records_finite_metrics(smoke_book, name):
 def test_site_builds_with_a_page_per_chapter(smoke_book):
     html = book.build_site(smoke_book["stage"])
     assert (html / "index.html").exists()
-    for page in ("how-to-run", "reproduction", "instructors", "contributing", "references"):
+    for page in ("how-to-run", "reproduction", "data-and-weights", "instructors", "contributing", "references"):
         assert (html / f"{page}.html").exists(), page
     report_page = (html / "reproduction.html").read_text()
     for name in NAMES:
