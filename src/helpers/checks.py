@@ -101,3 +101,50 @@ def check_site_shortcut(acc_correlated: float, acc_independent: float) -> bool:
         raise ExerciseError(f"with site_correlation=0.0 the site should be near chance (0.2), got {acc_independent:.2f}")
     return passed(f"the site alone predicts the grade ({acc_correlated:.2f}) only when correlated "
                   f"({acc_independent:.2f} otherwise): a model can score well by recognising the camera")
+
+
+# --------------------------------------------------------------------------- chapter 1
+
+def check_nt_xent(fn) -> bool:
+    """Chapter 1, exercise 1: ``fn(z1, z2, temperature)`` equals the library NT-Xent on random inputs."""
+    import torch
+    from .simclr import nt_xent_loss
+    try:
+        for batch, dim, temp in [(4, 8, 0.1), (16, 32, 0.5), (7, 3, 1.0)]:
+            g = torch.Generator().manual_seed(batch)
+            z1, z2 = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
+            got, want = float(fn(z1, z2, temp)), float(nt_xent_loss(z1, z2, temp))
+            if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+                hint = ("Normalise the embeddings, divide the similarities by the temperature, exclude each "
+                        "view's similarity with itself, and average the cross-entropy over all 2N views.")
+                raise ExerciseError(f"with batch {batch} and temperature {temp}: got {got:.5f}, "
+                                    f"expected {want:.5f}. {hint}")
+    except NotImplementedError as exc:
+        if not_attempted(exc):
+            return pending("write nt_xent")
+        raise
+    return passed("your NT-Xent matches the library's on three batch sizes and temperatures")
+
+
+def check_destroying_augmentation(bacc_safe: float, bacc_destroyed: float, min_drop: float = 0.02) -> bool:
+    """Chapter 1, exercise 2: the label-destroying augmentation lowers the probe."""
+    if not (_finite(bacc_safe) and _finite(bacc_destroyed)):
+        raise ExerciseError("give two balanced accuracies")
+    drop = bacc_safe - bacc_destroyed
+    if drop < min_drop:
+        raise ExerciseError(f"the probe only dropped by {drop:+.3f}; choose an augmentation that removes the "
+                            "evidence of the grade (the lesions' colour, or the lesions themselves)")
+    return passed(f"the probe dropped by {drop:.3f} when the views destroyed the label")
+
+
+def check_temperature_answer(answer: str, temperatures, scores) -> bool:
+    """Chapter 1, exercise 3: read the temperature curve (best temperature and why)."""
+    import numpy as np
+    best = float(np.asarray(temperatures)[int(np.argmax(scores))])
+    if answer not in ("a", "b", "c"):
+        raise ExerciseError("answer with 'a', 'b' or 'c'")
+    if answer != "b":
+        raise ExerciseError("not quite: a very low temperature makes the loss chase the single hardest "
+                            "negatives (noisy gradients), a very high one treats all negatives alike; "
+                            f"in your sweep the best temperature was {best}")
+    return passed(f"right — and in your sweep the best temperature was {best}")

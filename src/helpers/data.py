@@ -162,12 +162,13 @@ def batch_transforms(augment: bool, size: int | None = None, normalize: bool = T
 
 def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None = None,
                 device=None, augment: bool = True, normalize: bool = True, num_workers: int = 0,
-                seed: int | None = None, splits: tuple = ("train", "valid", "test")):
+                seed: int | None = None, splits: tuple = ("train", "valid", "test"), inference: bool = False):
     """fastai ``DataLoaders`` over ``table``: train (augmented, shuffled), valid and test (when not empty).
 
     ``target`` is a label column, a list of columns (multi-label) or ``None``
     (unlabelled, e.g. for self-supervised pretraining). ``dls.train``,
-    ``dls.valid`` and ``dls[2]`` (the test split) as in fastai.
+    ``dls.valid`` and ``dls[2]`` (the test split) as in fastai. ``inference=True``
+    keeps every split in order, whole and unaugmented (feature extraction).
     """
     from fastai.data.core import DataLoaders, TfmdDL
     dls = []
@@ -177,7 +178,7 @@ def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None =
             if split == "test":
                 continue
             raise ValueError(f"{table.name}: split {split!r} is empty")
-        train = split == "train"
+        train = split == "train" and not inference
         dls.append(TfmdDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs,
                           after_batch=batch_transforms(augment and train, size, normalize),
                           num_workers=num_workers, device=device))
