@@ -126,11 +126,20 @@ def check_nt_xent(fn) -> bool:
     return passed("your NT-Xent matches the library's on three batch sizes and temperatures")
 
 
-def check_destroying_augmentation(bacc_safe: float, bacc_destroyed: float, min_drop: float = 0.02) -> bool:
-    """Chapter 1, exercise 2: the label-destroying augmentation lowers the probe."""
+def check_destroying_augmentation(bacc_safe: float, bacc_destroyed: float, profile: str = "cpu",
+                                  min_drop: float = 0.02) -> bool:
+    """Chapter 1, exercise 2: the label-destroying augmentation lowers the probe.
+
+    In the ``smoke`` profile the runs are too short and small for a reliable drop:
+    the check then only verifies the two numbers and says so.
+    """
     if not (_finite(bacc_safe) and _finite(bacc_destroyed)):
         raise ExerciseError("give two balanced accuracies")
     drop = bacc_safe - bacc_destroyed
+    if profile == "smoke":
+        print(f"ℹ️ smoke profile: drop {drop:+.3f} measured, but runs this small are noise; "
+              "the check applies from the cpu profile up")
+        return True
     if drop < min_drop:
         raise ExerciseError(f"the probe only dropped by {drop:+.3f}; choose an augmentation that removes the "
                             "evidence of the grade (the lesions' colour, or the lesions themselves)")
