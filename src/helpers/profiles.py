@@ -47,13 +47,13 @@ _COMMON = {
     "embedded": {
         "world": "embedded",
         "pretrained": False,
-        "data": {"source": "synthretina", "num_workers": 0},
+        "data": {"source": "synthretina", "num_workers": 0, "options": {"balanced": True}},
     },
     # Real open data and official weights (needs internet the first time).
     "real": {
         "world": "real",
         "pretrained": True,
-        "data": {"source": "retinamnist", "num_workers": 2},
+        "data": {"source": "retinamnist", "num_workers": 2, "options": {}},
     },
 }
 
@@ -74,7 +74,7 @@ _PROFILES: dict[str, dict] = {
         "data": {"image_size": 32, "n_train": 192, "n_valid": 96, "n_test": 96, "batch_size": 32},
         "ch00": {"gallery_size": 64, "epochs": 2, "lr": 3e-3, "n_train": 256, "image_size": 32, "cache": False},
         "simclr": {"encoder": "resnet10t", "image_size": 32, "epochs": 1, "batch_size": 32, "lr": 3e-3,
-                   "proj_dim": 32, "temperature": 0.2, "sweep_temperatures": [0.1, 1.0],
+                   "proj_dim": 32, "temperature": 0.2, "sweep_temperatures": [0.2, 1.0],
                    "sweep_epochs": 1, "sweep_batch_sizes": [], "compare_inits": ["random"]},
         "probe": {"max_iter": 200, "knn_k": 5, "embedding": "pca"},
     }),
@@ -82,7 +82,7 @@ _PROFILES: dict[str, dict] = {
         "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 30 min on 2 cores",
         "data": {"image_size": 64, "n_train": 2000, "n_valid": 500, "n_test": 500, "batch_size": 64},
         "ch00": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 3000, "image_size": 64, "cache": True},
-        "simclr": {"encoder": "resnet10t", "image_size": 48, "epochs": 15, "batch_size": 128, "lr": 3e-3,
+        "simclr": {"encoder": "resnet10t", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 5e-3,
                    "proj_dim": 64, "temperature": 0.2, "sweep_temperatures": [0.05, 0.2, 1.0],
                    "sweep_epochs": 3, "sweep_batch_sizes": [], "compare_inits": ["random"]},
         "probe": {"max_iter": 1000, "knn_k": 10, "embedding": "tsne"},

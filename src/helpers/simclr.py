@@ -59,7 +59,7 @@ class FundusViews(nn.Module):
     lesion's colour, kept for chapter 1's exercise.
     """
 
-    def __init__(self, crop_scale=(0.35, 1.0), max_rotate: float = 30.0, flip: bool = True,
+    def __init__(self, crop_scale=(0.6, 1.0), max_rotate: float = 30.0, flip: bool = True,
                  brightness: float = 0.2, contrast: float = 0.2, blur_p: float = 0.3, hue: float = 0.0):
         super().__init__()
         self.crop_scale, self.max_rotate, self.flip = crop_scale, max_rotate, flip
