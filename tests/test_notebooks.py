@@ -24,7 +24,7 @@ def smoke_book(tmp_path_factory, isolated_env):
     stage = tmp_path_factory.mktemp("book") / "source"
     book.stage_sources(stage)
     book.check_toc(stage)
-    runs = book.execute_all("smoke", stage)
+    runs = book.execute_all("smoke", stage, cell_timeout=300)  # a hung cell fails instead of blocking CI
     report = book.report_dict(runs, "smoke")
     book.write_report(report, stage)
     return {"stage": stage, "runs": {r.name: r for r in runs}, "report": report}

@@ -131,8 +131,12 @@ def collect_reports(executed: Path) -> list[dict]:
 
 
 def execute_all(profile: str, stage: Path, only: list[str] | None = None, seed: int | None = None,
-                nb_dir: Path = NOTEBOOKS) -> list[ChapterRun]:
-    """Execute every chapter (or those whose name contains one of ``only``) into ``stage/notebooks``."""
+                nb_dir: Path = NOTEBOOKS, cell_timeout: int | None = None) -> list[ChapterRun]:
+    """Execute every chapter (or those whose name contains one of ``only``) into ``stage/notebooks``.
+
+    ``cell_timeout`` (seconds; default ``$RETINA_CELL_TIMEOUT`` or one hour) fails a cell that hangs.
+    """
+    cell_timeout = cell_timeout or int(os.environ.get("RETINA_CELL_TIMEOUT", 3600))
     concrete = profiles.resolve(profile)
     runs = []
     notebooks = discover(nb_dir)
@@ -142,7 +146,7 @@ def execute_all(profile: str, stage: Path, only: list[str] | None = None, seed: 
             raise NotebookError(f"no notebook matches {only}; notebooks: {[p.stem for p in discover(nb_dir)]}")
     for nb_path in notebooks:
         print(f"[book] executing {nb_path.name} (profile {concrete})", flush=True)
-        run = execute(nb_path, Path(stage) / "notebooks" / nb_path.name, concrete, seed=seed)
+        run = execute(nb_path, Path(stage) / "notebooks" / nb_path.name, concrete, seed=seed, timeout=cell_timeout)
         status = "FAILED" if run.error else "ok"
         print(f"[book] {nb_path.name}: {status} in {run.seconds:.1f} s", flush=True)
         runs.append(run)
