@@ -83,7 +83,7 @@ def test_report_markdown_marks_claims():
          "metrics": {"m": 0.5}, "claims": [{"name": "c1", "paper": "+2.5 %", "ours": 0.031, "held": True},
                                            {"name": "c2", "paper": "x", "ours": 0.0, "held": False}]}]}
     md = book.report_markdown(report)
-    assert "✅ held" in md and "❌ not held" in md and "+2.5 %" in md and "`m` = 0.5" in md
+    assert "✓ held" in md and "✗ not held" in md and "+2.5 %" in md and "`m` = 0.5" in md
 
 
 def test_strip_solutions_keeps_indentation_and_parses():

@@ -188,7 +188,7 @@ def report_markdown(report: dict) -> str:
             claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
         for c in claims:
             held = c.get("held")
-            mark = "—" if held is None else ("✅ held" if held else "❌ not held")
+            mark = "—" if held is None else ("✓ held" if held else "✗ not held")
             lines.append(f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
                          f"{_cell(c['ours'])} | {mark} | {where} | {secs} |")
     lines += ["", "Headline metrics per chapter:", ""]

@@ -54,6 +54,9 @@ class RunReport:
         self.chapter = chapter
         self.title = title
         self.profile = getattr(profile, "name", str(profile))
+        if hasattr(device, "type"):  # a torch.device: describe it (GPU name, CPU threads)
+            from .env import describe_device
+            device = describe_device(device)
         self.device = str(device)
         self.started = time.perf_counter()
         self.metrics: dict[str, object] = {}
