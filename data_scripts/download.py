@@ -9,7 +9,7 @@ Default root: $RETINA_DATA or ./data. See the book's "Data and weights" page.
 import argparse
 import sys
 
-from helpers import datasets
+from helpers import datasets, downloads
 
 
 def main(argv=None) -> int:
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     try:
         for path in datasets.download(args.name, args.root, files=args.files):
             print(path)
-    except datasets.DatasetError as exc:
+    except (datasets.DatasetError, downloads.DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import data, datasets
+from helpers import data, datasets, downloads
 from fixtures_http import FileServer
 
 
@@ -44,7 +44,7 @@ def md5(b: bytes) -> str:
 def registry(monkeypatch):
     """Point RetinaMNIST's 64-px file at our fixture's checksum; the mirror env var at the server."""
     def use(files: dict, server: FileServer):
-        monkeypatch.setenv(datasets.MIRROR_ENV, server.url)
+        monkeypatch.setenv(downloads.MIRROR_ENV, server.url)
         for name, blob in files.items():
             for key, d in list(datasets.REGISTRY.items()):
                 new = tuple(datasets.RemoteFile(f.name, f.url, md5(blob) if f.md5 else None, f.size)
@@ -82,19 +82,19 @@ def test_resume_after_an_interrupted_transfer(tmp_path):
     with FileServer({"f.bin": blob}) as srv:
         srv.cut["f.bin"] = 30000
         dest = tmp_path / "f.bin"
-        with pytest.raises(datasets.OfflineError, match="resume"):
-            datasets.fetch(f"{srv.url}/f.bin", dest, md5(blob), progress=False)
+        with pytest.raises(downloads.OfflineError, match="resume"):
+            downloads.fetch(f"{srv.url}/f.bin", dest, md5(blob), progress=False)
         part = tmp_path / "f.bin.part"
         assert part.exists() and part.stat().st_size == 30000 and not dest.exists()
-        datasets.fetch(f"{srv.url}/f.bin", dest, md5(blob), progress=False)
+        downloads.fetch(f"{srv.url}/f.bin", dest, md5(blob), progress=False)
         assert srv.requests[-1] == ("f.bin", "bytes=30000-")
     assert dest.read_bytes() == blob and not part.exists()
 
 
 def test_checksum_mismatch_removes_the_partial_file(tmp_path):
     with FileServer({"f.bin": b"tampered" * 100}) as srv:
-        with pytest.raises(datasets.ChecksumError) as err:
-            datasets.fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", md5(b"original"), progress=False)
+        with pytest.raises(downloads.ChecksumError) as err:
+            downloads.fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", md5(b"original"), progress=False)
     assert md5(b"original") in str(err.value) and md5(b"tampered" * 100) in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -102,8 +102,8 @@ def test_checksum_mismatch_removes_the_partial_file(tmp_path):
 def test_offline_names_the_url_and_the_manual_alternative(tmp_path):
     with FileServer({}) as srv:
         url = srv.url
-    with pytest.raises(datasets.OfflineError) as err:  # the server is gone: connection refused
-        datasets.fetch(f"{url}/x.npz", tmp_path / "x.npz", progress=False, timeout=5)
+    with pytest.raises(downloads.OfflineError) as err:  # the server is gone: connection refused
+        downloads.fetch(f"{url}/x.npz", tmp_path / "x.npz", progress=False, timeout=5)
     assert f"{url}/x.npz" in str(err.value) and "by hand" in str(err.value)
 
 
@@ -113,7 +113,7 @@ def test_never_touches_files_outside_its_cache(tmp_path, registry):
     keep.write_text("mine")
     with FileServer({"retinamnist.npz": b"wrong bytes"}) as srv:
         registry({"retinamnist.npz": blob}, srv)
-        with pytest.raises(datasets.ChecksumError):
+        with pytest.raises(downloads.ChecksumError):
             datasets.download("retinamnist", tmp_path, files=["retinamnist.npz"], progress=False)
     assert keep.read_text() == "mine"
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["notes.txt"]
@@ -218,3 +218,19 @@ def test_registry_table_and_cli(capsys):
     with pytest.raises(SystemExit) as code:
         runpy.run_path("data_scripts/download.py", run_name="__main__")
     assert code.value.code == 0 and "retinamnist" in capsys.readouterr().out
+
+
+def test_download_errors_are_one_family_and_the_cli_reports_them(tmp_path, monkeypatch, capsys):
+    for err in (downloads.ChecksumError, downloads.OfflineError, downloads.GatedError):
+        assert issubclass(err, downloads.DownloadError) and not issubclass(err, datasets.DatasetError)
+    with FileServer({}) as srv:
+        with pytest.raises(downloads.DownloadError, match="HTTP 404"):
+            downloads.fetch(f"{srv.url}/missing.npz", tmp_path / "missing.npz", progress=False)
+        monkeypatch.setenv(downloads.MIRROR_ENV, srv.url)  # the mirror lacks the file: a 404
+        import runpy
+        import sys
+        monkeypatch.setattr(sys, "argv", ["download.py", "retinamnist", "--root", str(tmp_path),
+                                          "--files", "retinamnist.npz"])
+        with pytest.raises(SystemExit) as code:
+            runpy.run_path("data_scripts/download.py", run_name="__main__")
+    assert code.value.code == 1 and "HTTP 404" in capsys.readouterr().err

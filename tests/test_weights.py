@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from helpers import datasets, weights
+from helpers import downloads, weights
 from fixtures_http import FileServer
 
 
@@ -26,9 +26,9 @@ def test_retfound_layout_token_and_key_mapping(tmp_path, monkeypatch, capsys):
                     token="hf_secret") as srv:
         monkeypatch.setenv(weights.HF_ENV, srv.url)
         monkeypatch.delenv("HF_TOKEN", raising=False)
-        with pytest.raises(datasets.GatedError, match="HF_TOKEN"):
+        with pytest.raises(downloads.GatedError, match="HF_TOKEN"):
             weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
-        with pytest.raises(datasets.GatedError, match="401"):
+        with pytest.raises(downloads.GatedError, match="401"):
             weights.pretrained_encoder("retfound-mae", token="wrong", cache=tmp_path, arch="vit_tiny_patch16_224")
         model = weights.pretrained_encoder("retfound-mae", token="hf_secret", cache=tmp_path,
                                            arch="vit_tiny_patch16_224", progress=False)
@@ -85,7 +85,7 @@ class Evil:
 def test_never_unpickles_arbitrary_objects(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"model": Evil()}))
-    with pytest.raises(datasets.DatasetError, match="refusing to unpickle"):
+    with pytest.raises(weights.WeightsError, match="refusing to unpickle"):
         weights.read_checkpoint(path)
     assert "this must never run" not in capsys.readouterr().out
 
@@ -99,5 +99,11 @@ def test_safetensors_checkpoints(tmp_path):
 
 
 def test_unknown_weights_list_valid_names():
-    with pytest.raises(datasets.DatasetError, match="retfound-green"):
+    with pytest.raises(weights.WeightsError, match="retfound-green"):
         weights.pretrained_encoder("retfound-large")
+
+
+def test_weights_errors_are_download_errors():
+    assert issubclass(weights.WeightsError, downloads.DownloadError)
+    with pytest.raises(downloads.DownloadError):
+        weights.info("no-such-weights")

@@ -5,20 +5,14 @@ Explained on the "Data and weights" appendix page. ``helpers.data.load(name)``
 calls :func:`load_dataset`; the command-line scripts in ``data_scripts/`` call
 :func:`download` and :func:`prepare`.
 
-Every download is written under a temporary name (``*.part``), resumed with an
-HTTP ``Range`` request when interrupted, and renamed only after its checksum
-matches. Nothing outside ``<root>/<name>/`` is ever written or deleted. Set
-``RETINA_DATA_MIRROR`` to fetch every file from ``<mirror>/<file name>`` instead
-of its home URL (a lab mirror, or the tests' local server).
+Files are fetched by :func:`helpers.downloads.fetch` (resumable, checksum-verified;
+``RETINA_DATA_MIRROR`` redirects them to a mirror). Nothing outside
+``<root>/<name>/`` is ever written or deleted.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import shutil
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -27,27 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import ImageTable
+from .downloads import fetch, md5sum, mirror_url
 from .env import data_root
-
-MIRROR_ENV = "RETINA_DATA_MIRROR"
-USER_AGENT = "retina-fm-book (+https://github.com/retina-fm-book/retina-fm-book)"
+from .table import DR_NAMES, ImageTable
 
 
 class DatasetError(RuntimeError):
-    """A dataset problem with a message that says what to do."""
+    """A dataset problem (unknown name, not downloaded, unreadable files) with a message that says what to do.
 
-
-class ChecksumError(DatasetError):
-    pass
-
-
-class OfflineError(DatasetError):
-    pass
-
-
-class GatedError(DatasetError):
-    pass
+    Transfer problems are :class:`helpers.downloads.DownloadError` instead.
+    """
 
 
 @dataclass(frozen=True)
@@ -76,7 +59,6 @@ class DatasetInfo:
 
 
 _ZENODO_MEDMNIST = "https://zenodo.org/records/10519652/files/{}?download=1"
-DR_NAMES = ["no DR", "mild NPDR", "moderate NPDR", "severe NPDR", "proliferative DR"]
 MEDMNIST_CITE = ("Yang J. et al., MedMNIST v2 — a large-scale lightweight benchmark for 2D and 3D biomedical "
                  "image classification, Scientific Data 10, 41 (2023)")
 
@@ -155,89 +137,15 @@ def registry_table() -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- download
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fetch(url: str, dest: Path, md5: str | None = None, token: str | None = None, progress: bool = True,
-          timeout: float = 60.0, chunk: int = 1 << 16) -> Path:
-    """Download ``url`` to ``dest``: resumable (``dest.part`` + Range), verified, renamed at the end.
-
-    A checksum mismatch removes the partial file and raises :class:`ChecksumError`
-    (expected vs got); no network raises :class:`OfflineError` naming the URL and
-    the manual alternative; 401/403 raises :class:`GatedError`.
-    """
-    from tqdm.auto import tqdm
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise GatedError(f"{url} answered {exc.code}: these files need an account, accepted terms and a "
-                             "token (pass token=... or set HF_TOKEN)") from None
-        if exc.code == 416:  # the part file is already complete
-            resp = None
-        else:
-            raise DatasetError(f"{url} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise OfflineError(f"could not reach {url} ({getattr(exc, 'reason', exc)}). Without internet, download "
-                           f"the file by hand on another machine and put it at {dest}") from None
-    if resp is not None:
-        with resp:
-            resumed = resp.status == 206
-            if not resumed:
-                have = 0
-            total = resp.headers.get("Content-Length")
-            total = int(total) + have if total is not None else None
-            with open(part, "ab" if resumed else "wb") as out, \
-                    tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name,
-                         disable=not progress, leave=False) as bar:
-                while True:
-                    try:
-                        block = resp.read(chunk)
-                    except (TimeoutError, OSError) as exc:
-                        raise OfflineError(f"the transfer of {url} broke off ({exc}); run the same command "
-                                           f"again to resume from {part.stat().st_size} bytes") from None
-                    if not block:
-                        break
-                    out.write(block)
-                    bar.update(len(block))
-            if total is not None and part.stat().st_size < total:
-                raise OfflineError(f"the transfer of {url} stopped at {part.stat().st_size} of {total} bytes; "
-                                   "run the same command again to resume")
-    if md5:
-        got = md5sum(part)
-        if got != md5:
-            part.unlink()
-            raise ChecksumError(f"checksum mismatch for {dest.name}: expected md5 {md5}, got {got}; "
-                                "the partial file was removed — download again")
-    os.replace(part, dest)
-    return dest
-
-
-def _url(f: RemoteFile) -> str:
-    mirror = os.environ.get(MIRROR_ENV)
-    return f"{mirror.rstrip('/')}/{f.name}" if mirror else f.url
-
-
 def raw_dir(name: str, root=None) -> Path:
     return data_root(root) / name / "raw"
 
 
 def download(name: str, root=None, files: list[str] | None = None, progress: bool = True) -> list[Path]:
-    """Download a registry dataset's files into ``<root>/<name>/raw`` (skips verified ones)."""
+    """Download a registry dataset's files into ``<root>/<name>/raw`` (skips verified ones).
+
+    Transfer problems raise :class:`helpers.downloads.DownloadError` (checksum, offline, gated).
+    """
     d = info(name)
     if d.layout == "manual" or not d.files:
         raise DatasetError(f"{name} cannot be downloaded automatically: {d.notes}")
@@ -249,7 +157,7 @@ def download(name: str, root=None, files: list[str] | None = None, progress: boo
         if dest.exists() and (f.md5 is None or md5sum(dest) == f.md5):
             out.append(dest)
             continue
-        out.append(fetch(_url(f), dest, f.md5, progress=progress))
+        out.append(fetch(mirror_url(f.name, f.url), dest, f.md5, progress=progress))
     if progress:
         print(f"{name}: licence {d.licence}. Cite: {d.citation}")
     return out

@@ -9,7 +9,8 @@ official checkpoint's key names to timm's and reports missing and unexpected key
 Gated weights (RETFound on Hugging Face) need your token and the accepted terms
 of the model page: pass ``token=...`` or set ``HF_TOKEN``. The hub hosts can be
 redirected with ``RETINA_HF_ENDPOINT`` and ``RETINA_GITHUB_ENDPOINT`` (mirrors,
-or the tests' local server).
+or the tests' local server). Every error raised here is a
+:class:`helpers.downloads.DownloadError`.
 """
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ from pathlib import Path
 
 import torch
 
-from .datasets import DatasetError, GatedError, fetch
+from .downloads import DownloadError, GatedError, fetch
 from .env import cache_dir
 
 HF_ENV, GITHUB_ENV = "RETINA_HF_ENDPOINT", "RETINA_GITHUB_ENDPOINT"
+
+
+class WeightsError(DownloadError):
+    """A weights problem that is not the transfer itself: an unknown name, a checkpoint refused as unsafe."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ WEIGHTS = {
 
 def info(name: str) -> WeightsInfo:
     if name not in WEIGHTS:
-        raise DatasetError(f"unknown weights {name!r}; weights: {', '.join(WEIGHTS)}")
+        raise WeightsError(f"unknown weights {name!r}; weights: {', '.join(WEIGHTS)}")
     return WEIGHTS[name]
 
 
@@ -82,7 +87,7 @@ def read_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - an unsafe or broken file is refused, whatever the reason
-        raise DatasetError(f"{path} is not a weights-only checkpoint ({type(exc).__name__}); refusing to unpickle "
+        raise WeightsError(f"{path} is not a weights-only checkpoint ({type(exc).__name__}); refusing to unpickle "
                            "it. Delete it and download again.") from None
 
 
@@ -129,7 +134,7 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
         try:
             return timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0)
         except Exception as exc:  # noqa: BLE001 - timm raises various errors when offline
-            raise DatasetError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
+            raise DownloadError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
                                "Without internet, use the random initialisation (profile smoke or cpu).") from None
     token = token or os.environ.get("HF_TOKEN")
     if w.gated and not token:
