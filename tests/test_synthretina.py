@@ -101,6 +101,24 @@ def test_bad_arguments_fail_clearly():
         data.load("synthretina", size=32, n_train=10, n_valid=None, n_test=5)
     with pytest.raises(ValueError, match="unknown finding"):
         S.sample(0, overrides={"n_tumours": 3})
+    with pytest.raises(ValueError, match="unknown site 'site-Z'; sites: site-A"):
+        S.sample(0, overrides={"site": "site-Z"})
+
+
+def test_render_draws_through_the_camera_it_is_given():
+    """``render`` takes the site's Camera from its caller; the public API is re-exported by the package."""
+    import numpy as np
+    from helpers.synthretina import render, world
+    assert all(hasattr(S, name) for name in S.__all__)
+    assert S.DR_NAMES is __import__("helpers.table", fromlist=["DR_NAMES"]).DR_NAMES
+    img, lab, _ = S.sample(5, seed=2, size=64)
+    camera = next(c for c in S.DEFAULT_SITES if c.name == lab["site"])
+    rng = lambda: np.random.default_rng([2, 0, 5, 1])  # the drawing stream sample() uses
+    same, _ = render.render(lab, 64, rng(), camera)
+    assert same.tobytes() == img.tobytes()
+    other, _ = render.render(lab, 64, rng(), world.Camera("warm", (1.3, 0.8, 0.6), 0.5, 0.3, 0.0, 1.2))
+    assert other.tobytes() != img.tobytes()
+    assert other[..., 0].mean() > img[..., 0].mean()  # a warm cast: more red
 
 
 def test_disk_cache_has_the_real_dataset_layout(tmp_path):
