@@ -4,7 +4,7 @@ import json
 import pytest
 
 from helpers import book
-from helpers.exercises import strip_solutions, student_copy
+from helpers.student_copies import strip_solutions, student_copy, write_student_copies
 
 from conftest import make_notebook
 
@@ -77,15 +77,6 @@ def test_unknown_profile_is_refused_before_running(tmp_path):
         book.execute_all("fast", tmp_path)
 
 
-def test_report_markdown_marks_claims():
-    report = {"profile": "cpu", "chapters": [
-        {"title": "Ch A", "profile": "cpu", "device": "cpu", "notebook_seconds": 3.0, "status": "ok",
-         "metrics": {"m": 0.5}, "claims": [{"name": "c1", "paper": "+2.5 %", "ours": 0.031, "held": True},
-                                           {"name": "c2", "paper": "x", "ours": 0.0, "held": False}]}]}
-    md = book.report_markdown(report)
-    assert "✓ held" in md and "✗ not held" in md and "+2.5 %" in md and "`m` = 0.5" in md
-
-
 def test_strip_solutions_keeps_indentation_and_parses():
     src = ("def f(x):\n    # BEGIN SOLUTION\n    y = x * 2\n    return y\n    # END SOLUTION\n"
            "\n# BEGIN SOLUTION\nanswer = f(2)\n# END SOLUTION\ncheck(answer)\n")
@@ -105,3 +96,24 @@ def test_student_copy_clears_outputs(tmp_path):
     copy = student_copy(nb)
     assert copy.cells[1].outputs == [] and "x = 1" not in copy.cells[1].source
     assert "x = 1" in nb.cells[1].source  # the instructor copy is untouched
+
+
+def test_student_copies_of_the_discovered_chapters(tmp_path, monkeypatch, capsys):
+    """``write_student_copies`` takes the paths ``book.discover`` found; the CLI wires the two together."""
+    import ast
+    import nbformat
+    from helpers import student_copies
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    make_notebook(nb_dir / "01_ch.ipynb", ["# BEGIN SOLUTION\nx = 1\n# END SOLUTION\nprint(x)"])
+    make_notebook(nb_dir / "_draft.ipynb", ["1"])
+    written = write_student_copies([nb_dir / "01_ch.ipynb"], tmp_path / "a")
+    assert written == [tmp_path / "a" / "01_ch.ipynb"]
+    monkeypatch.setattr(book, "NOTEBOOKS", nb_dir)
+    assert book._main(["student-copies", "--out", str(tmp_path / "b")]) == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["01_ch.ipynb"]  # _draft is not a chapter
+    copy = nbformat.read(tmp_path / "b" / "01_ch.ipynb", as_version=4)
+    assert "x = 1" not in copy.cells[1].source and "NotImplementedError" in copy.cells[1].source
+    tree = ast.parse(open(student_copies.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "book" not in imported  # no circle book <-> student_copies

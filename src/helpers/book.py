@@ -13,6 +13,9 @@ Commands::
     python -m helpers.book execute [--profile P] [--only NAME ...]   # execute + report only
     python -m helpers.book site                                       # site from what was executed
     python -m helpers.book student-copies [--out DIR]                 # exercise stubs for students
+
+The report table is rendered by :mod:`helpers.report`, the student copies are
+written by :mod:`helpers.student_copies` (from the notebooks :func:`discover` finds).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import profiles
-from .report import METADATA_KEY
+from .report import METADATA_KEY, report_markdown
+from .student_copies import write_student_copies
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -167,39 +171,6 @@ def report_dict(runs: list[ChapterRun], profile: str) -> dict:
     return {"profile": profiles.resolve(profile), "chapters": chapters}
 
 
-def _cell(text) -> str:
-    if isinstance(text, bool):
-        return "yes" if text else "no"
-    if isinstance(text, float):
-        return f"{text:.4g}"
-    return "—" if text is None or text == "" else str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def report_markdown(report: dict) -> str:
-    """The Reproduction report table: one row per claim, chapter by chapter."""
-    lines = [f"Profile of this build: `{report['profile']}`.", "",
-             "| chapter | claim | paper | this run | held | profile · device | time |",
-             "|---|---|---|---|---|---|---|"]
-    for ch in report["chapters"]:
-        where = f"{ch.get('profile', '?')} · {ch.get('device', '?')}"
-        secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
-        claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
-        if ch.get("status") == "failed":
-            claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
-        for c in claims:
-            held = c.get("held")
-            mark = "—" if held is None else ("✓ held" if held else "✗ not held")
-            lines.append(f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
-                         f"{_cell(c['ours'])} | {mark} | {where} | {secs} |")
-    lines += ["", "Headline metrics per chapter:", ""]
-    for ch in report["chapters"]:
-        metrics = ch.get("metrics") or {}
-        if metrics:
-            lines.append(f"- **{_cell(ch.get('title'))}**: " +
-                         ", ".join(f"`{k}` = {_cell(v)}" for k, v in metrics.items()))
-    return "\n".join(lines) + "\n"
-
-
 def stage_sources(stage: Path) -> None:
     """Copy ``book/`` (without its build tree) into ``stage``."""
     stage = Path(stage)
@@ -296,8 +267,7 @@ def _main(argv=None) -> int:
         elif args.cmd == "site":
             build(execute_notebooks=False)
         elif args.cmd == "student-copies":
-            from .exercises import write_student_copies
-            for path in write_student_copies(NOTEBOOKS, Path(args.out)):
+            for path in write_student_copies(discover(NOTEBOOKS), Path(args.out)):
                 print(path)
     except (NotebookError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

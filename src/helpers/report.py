@@ -11,7 +11,9 @@ Every chapter ends its "Reproduce the claim" section with::
 ``publish`` shows the table in the notebook and attaches the same record, as
 JSON, to the output's metadata; the book runner (``helpers.book``) gathers the
 records from the executed notebooks into ``report.json`` and the
-"Reproduction report" page. Explained on the "For contributors" page.
+"Reproduction report" page, rendered by :func:`report_markdown`. This module
+renders every record, in the notebook and in the book. Explained on the "For
+contributors" page.
 """
 from __future__ import annotations
 
@@ -39,12 +41,15 @@ def _plain(value):
         return str(value)
 
 
-def _fmt(value) -> str:
+def _cell(value, empty: str = "—") -> str:
+    """One value as text for a Markdown table cell: yes/no, 4 significant digits, pipes escaped."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return "" if value is None else str(value)
+    if value is None or value == "":
+        return empty
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 class RunReport:
@@ -96,12 +101,12 @@ class RunReport:
         if rec["claims"]:
             lines += ["| claim | paper | this run | held |", "|---|---|---|---|"]
             for c in rec["claims"]:
-                lines.append(f"| {c['name']} | {c['paper']} | {_fmt(c['ours'])} | "
-                             f"{'—' if c['held'] is None else _fmt(c['held'])} |")
+                lines.append(f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_cell(c['ours'], '')} | "
+                             f"{_cell(c['held'])} |")
             lines.append("")
         if rec["metrics"]:
             lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in rec["metrics"].items()]
+            lines += [f"| {_cell(k)} | {_cell(v, '')} |" for k, v in rec["metrics"].items()]
         return "\n".join(lines)
 
     def publish(self) -> dict:
@@ -113,3 +118,28 @@ class RunReport:
         except ImportError:  # plain Python: print it
             print(self.markdown(rec))
         return rec
+
+
+def report_markdown(report: dict) -> str:
+    """The book's Reproduction report table: one row per claim, chapter by chapter (``report.json`` as input)."""
+    lines = [f"Profile of this build: `{report['profile']}`.", "",
+             "| chapter | claim | paper | this run | held | profile · device | time |",
+             "|---|---|---|---|---|---|---|"]
+    for ch in report["chapters"]:
+        where = f"{ch.get('profile', '?')} · {ch.get('device', '?')}"
+        secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
+        claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
+        if ch.get("status") == "failed":
+            claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
+        for c in claims:
+            held = c.get("held")
+            mark = "—" if held is None else ("✓ held" if held else "✗ not held")
+            lines.append(f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
+                         f"{_cell(c['ours'])} | {mark} | {where} | {secs} |")
+    lines += ["", "Headline metrics per chapter:", ""]
+    for ch in report["chapters"]:
+        metrics = ch.get("metrics") or {}
+        if metrics:
+            lines.append(f"- **{_cell(ch.get('title'))}**: " +
+                         ", ".join(f"`{k}` = {_cell(v)}" for k, v in metrics.items()))
+    return "\n".join(lines) + "\n"
