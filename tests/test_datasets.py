@@ -169,6 +169,16 @@ def test_not_downloaded_gives_the_exact_command(tmp_path):
     assert "prepare.py retinamnist --size 64" in str(err.value)
 
 
+def test_unknown_options_are_refused_with_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError) as err:
+        data.load("retinamnist", root=tmp_path, size=64, balanced=True)  # a SynthRetina option
+    msg = str(err.value)
+    assert "'balanced'" in msg and "retinamnist" in msg
+    assert "valid options: root, size, n_train, n_valid, n_test, seed, download_missing" in msg
+    with pytest.raises(ValueError, match="'sizee'"):
+        datasets.load_dataset("octmnist", root=tmp_path, sizee=64)
+
+
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(datasets.DatasetError) as err:
         data.load("retinamnistt")

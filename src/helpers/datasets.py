@@ -313,9 +313,18 @@ def _prepare_csv_zip(d, zf, size, root, seed) -> Path:
 
 
 def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_valid=None, n_test=None,
-                 seed: int = 0, download_missing: bool = False, **_ignored) -> ImageTable:
-    """A prepared registry dataset as an :class:`~helpers.data.ImageTable` (``n_*`` subsample each split)."""
+                 seed: int = 0, download_missing: bool = False, **options) -> ImageTable:
+    """A prepared registry dataset as an :class:`~helpers.table.ImageTable` (``n_*`` subsample each split).
+
+    Any other keyword (a SynthRetina option such as ``balanced`` left in a
+    profile, a typo) is refused with a ``ValueError`` that lists the valid ones.
+    """
     d = info(name)
+    if options:
+        import inspect
+        valid = [p for p in inspect.signature(load_dataset).parameters if p not in ("name", "options")]
+        raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(map(repr, sorted(options)))}; "
+                         f"valid options: {', '.join(valid)}")
     size = int(size or 224)
     folder = prepared_dir(name, size, root)
     if not (folder / "labels.csv").exists():
