@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.data import ImageTable, dataloaders, fundus_augmentations, torch_dataset
+from helpers.data import dataloaders
+from helpers.table import ImageTable, torch_dataset
+from helpers.views import fundus_augmentations
 
 
 def table(n=40, size=16, **kw):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from helpers import book
-from helpers.exercises import strip_solutions
+from helpers.student_copies import strip_solutions
 
 NOTEBOOKS = book.discover()
 NAMES = [p.stem for p in NOTEBOOKS]

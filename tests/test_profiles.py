@@ -46,11 +46,11 @@ def test_env_var_is_the_fallback(monkeypatch):
 
 def test_knobs_read_as_attributes_and_fail_loudly():
     p = profiles.load("smoke")
-    assert p.data.image_size == p["data"]["image_size"]
-    with pytest.raises(AttributeError, match="image_size"):
-        p.data.imagesize
+    assert p.data.n_train == p["data"]["n_train"]
+    with pytest.raises(AttributeError, match="n_train"):
+        p.data.ntrain
     with pytest.raises(AttributeError):
-        p.data.image_size = 3
+        p.data.n_train = 3
 
 
 def test_show_prints_every_knob_of_the_groups(capsys):
@@ -66,7 +66,7 @@ def test_show_prints_every_knob_of_the_groups(capsys):
 
 def test_smoke_is_smaller_than_cpu():
     s, c = profiles.load("smoke"), profiles.load("cpu")
-    assert s.data.image_size <= c.data.image_size
+    assert s.simclr.image_size <= c.simclr.image_size and s.synthretina.n_train < c.synthretina.n_train
     assert s.data.n_train < c.data.n_train
     assert s.world == c.world == "embedded"
     assert profiles.load("gpu").world == "real"

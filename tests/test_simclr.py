@@ -1,9 +1,11 @@
-"""SimCLR pieces (chapter 1): NT-Xent against lightly, the views callback, load-or-train."""
+"""SimCLR pieces (chapter 1): NT-Xent against lightly, the views callback, the learner factory."""
 import pytest
 import torch
 
-from helpers import checks, data, simclr
+from helpers import checks, data
+from helpers.methods import simclr
 from helpers.synthretina import synthretina_table
+from helpers.views import FundusViews
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.2, 0.5, 1.0])
@@ -52,7 +54,8 @@ def test_callback_makes_two_distinct_views_of_the_same_images():
 
     # only a random brightness per view: each view is its image times a factor, so partners are
     # perfectly correlated pixel by pixel while the two views still differ
-    views = simclr.FundusViews(crop_scale=(1, 1), max_rotate=0, flip=False, brightness=0.3, contrast=0, blur_p=0)
+    views = FundusViews(crop_scale=(1, 1), max_rotate=0, flip=False, brightness=0.3, contrast=0, blur_p=0,
+                        gain=0, gamma=0, noise=0)
     learn = Learner(dls, Spy(), loss_func=simclr.NTXent(0.5), cbs=[simclr.SimCLRViews(views)])
     learn.fit(1)
     x = seen["x"]
@@ -66,40 +69,24 @@ def test_callback_makes_two_distinct_views_of_the_same_images():
     assert (corr.diag() > 0.99).all()
     assert (corr.argmax(1) == torch.arange(n)).all()
     # the default views build the same shape on the batch's device
-    learn = Learner(dls, Spy(), loss_func=simclr.NTXent(0.5), cbs=[simclr.SimCLRViews(simclr.FundusViews())])
+    learn = Learner(dls, Spy(), loss_func=simclr.NTXent(0.5), cbs=[simclr.SimCLRViews(FundusViews())])
     learn.fit(1)
     assert seen["x"].shape[0] == 2 * n and torch.isfinite(seen["x"]).all()
 
 
-def test_views_keep_shape_and_hue_shift_changes_colour():
-    x = torch.rand(4, 3, 32, 32)
-    v = simclr.FundusViews()(x)
-    assert v.shape == x.shape and torch.isfinite(v).all()
-    red = torch.zeros(2, 3, 16, 16)
-    red[:, 0] = 0.9
-    keep = simclr.FundusViews(crop_scale=(1, 1), max_rotate=0, flip=False, brightness=0, contrast=0, blur_p=0)
-    hue = simclr.FundusViews(crop_scale=(1, 1), max_rotate=0, flip=False, brightness=0, contrast=0, blur_p=0,
-                             hue=1.0)
-    torch.manual_seed(0)
-    assert torch.allclose(keep(red), keep(red))
-    assert not torch.allclose(keep(red), hue(red), atol=0.1)
-
-
-def test_load_or_train_reuses_a_saved_run(tmp_path):
-    import timm
+def test_simclr_learner_takes_any_encoder_and_a_students_loss():
+    from helpers.models import create_encoder
     table = synthretina_table(32, 8, 0, size=32, seed=0, progress=False)
     dls = data.dataloaders(table, None, bs=16, size=32, device="cpu", augment=False, normalize=False)
+    calls = []
 
-    def make():
-        torch.manual_seed(0)
-        enc = timm.create_model("resnet10t", num_classes=0)
-        return simclr.simclr_learner(dls, enc, enc.num_features, 16, 0.5)
-    learn = make()
-    h1 = simclr.load_or_train(learn, "k1", 1, 1e-3, folder=tmp_path)
-    assert not h1["loaded"] and len(h1["train"]) > 0 and len(h1["valid"]) == 1
-    assert list(tmp_path.glob("*.safetensors"))
-    learn2 = make()
-    h2 = simclr.load_or_train(learn2, "k1", 1, 1e-3, folder=tmp_path)
-    assert h2["loaded"] and h2["train"] == h1["train"]
-    for (k, a), b in zip(learn.model.state_dict().items(), learn2.model.state_dict().values()):
-        assert torch.equal(a, b), k
+    def my_loss(z1, z2, t):
+        calls.append((z1.shape, t))
+        return simclr.nt_xent_loss(z1, z2, t)
+    for arch in ("small_cnn_narrow", "resnet10t"):
+        enc, dim = create_encoder(arch)
+        learn = simclr.simclr_learner(dls, enc, proj_dim=16, temperature=0.3, loss_fn=my_loss)
+        assert learn.model.head[0].in_features == dim == enc.num_features
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1, 1e-3)
+    assert calls and calls[0] == (torch.Size([16, 16]), 0.3)

@@ -1,4 +1,4 @@
-"""Where a chapter runs: device, seeds, Colab, and the folders for data and caches.
+"""Where a chapter runs: device, seeds, and the folders for data and caches.
 
 Every chapter's setup cell calls these (explained in "How to run this book").
 No function here hard-codes a device: CUDA, then Apple MPS, then the CPU.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,6 @@ import torch
 
 DATA_ENV = "RETINA_DATA"
 CACHE_ENV = "RETINA_CACHE"
-
-
-def in_colab() -> bool:
-    """True inside Google Colab (the setup cell installs the project only there)."""
-    return "google.colab" in sys.modules
 
 
 def get_device(prefer: str | None = None) -> torch.device:

@@ -4,7 +4,9 @@ Built in chapter 1 (SimCLR) and reused by every later chapter::
 
     feats = extract_features(encoder, table, device=device, size=64)        # cached
     res = probe(feats, table, "dr_grade")                                    # linear probe + k-NN
-    plot_embedding(feats["test"], {"DR grade": ..., "site": ...})
+    df = protocol({"SimCLR": {0: f0, 1: f1, 2: f2}, "random": {...}}, table,
+                  tasks=["dr_grade", "hr_grade", "glaucoma", "amd", "site_id"], fractions=(0.01, 0.1, 1.0))
+    paired_gain(df, "SimCLR", "random")                                      # mean, sd, 95 % interval over seeds
 
 Metrics: accuracy, balanced accuracy, macro AUROC (one-vs-rest) and, for
 ordinal grades, quadratic weighted kappa.
@@ -16,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import ImageTable, dataloaders
+from .data import dataloaders
 from .env import cache_dir
-from .models import weights_fingerprint
+from .runs import atomic_write, lock, weights_fingerprint
+from .table import ImageTable
 
 
 @torch.no_grad()
@@ -26,29 +29,43 @@ def extract_features(encoder: torch.nn.Module, table: ImageTable, device=None, s
                      bs: int = 128, cache: bool = True, folder: Path | None = None) -> dict:
     """Features of every split ``{"train": [N, D], "valid": ..., "test": ...}``, computed once and cached.
 
-    The cache key is the encoder's weights fingerprint plus the table's name,
-    size and image count: a new encoder or new data is recomputed, the same one is read back.
+    The cache key is a hash of every weight of the encoder, of every image and
+    label of the table (``table.fingerprint()``) and of ``size``: a new encoder
+    or changed data is recomputed, the same one is read back. Safe across
+    processes (a lock, then an atomic rename).
     """
     from tqdm.auto import tqdm
-    key = f"{weights_fingerprint(encoder)}-{table.name}-{size}-{len(table)}-{int(table.images[:64].sum()) if table.images is not None else 0}"
+    key = f"{weights_fingerprint(encoder)}-{table.fingerprint()}-{size}"
     path = (Path(folder) if folder else cache_dir("features")) / f"{key}.npz"
-    if cache and path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+    if not cache:
+        return _extract(encoder, table, device, size, bs, tqdm)
+    with lock(path):
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        out = _extract(encoder, table, device, size, bs, tqdm)
+        atomic_write(path, lambda tmp: _savez(tmp, out))
+    return out
+
+
+def _savez(path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _extract(encoder, table, device, size, bs, tqdm) -> dict:
     device = device or next(encoder.parameters()).device
+    was_training = encoder.training
     encoder = encoder.to(device).eval()
     out = {}
     dls = dataloaders(table, None, bs=bs, size=size, device=device, augment=False, inference=True)
     for split, dl in zip(("train", "valid", "test"), dls.loaders):
         feats = []
-        for xb, _ in tqdm(dl, desc=f"features ({split})", leave=False):
+        for xb, _ in tqdm(dl, desc=f"features ({split})", leave=False, disable=len(dl) < 20):
             with torch.autocast(device_type=torch.device(device).type, enabled=torch.device(device).type == "cuda"):
                 feats.append(encoder(xb).float().cpu())
         out[split] = torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32)
-    if cache:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **out)
-        tmp.replace(path)
+    encoder.train(was_training)
     return out
 
 
@@ -110,10 +127,79 @@ def probe(features: dict, table: ImageTable, target: str, max_iter: int = 1000, 
             "knn": knn_probe(features["train"], ytr, features["test"], yte, n, k, ordinal)}
 
 
-def results_table(results: dict):
-    """``{encoder name: probe(...)}`` as a tidy DataFrame (one row per encoder and probe)."""
+def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions of a stratified ``fraction`` of the labels ``y`` (at least one per class), drawn with ``seed``.
+
+    The label-efficiency curves of chapter 1 use it: 1 %, 10 % and 100 % of the training labels.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        keep.append(rng.choice(idx, max(1, int(round(fraction * len(idx)))), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def protocol(features: dict, table: ImageTable, tasks, fractions=(1.0,), probes=("linear", "knn"),
+             max_iter: int = 1000, k: int = 10):
+    """The shared protocol over encoders, seeds, tasks and label fractions, as one tidy DataFrame.
+
+    ``features`` maps an encoder name to ``{seed: features}`` (the output of
+    :func:`extract_features` for the encoder pretrained, or initialised, with
+    that seed); the label subset of each fraction is drawn with the same seed.
+    One row per (encoder, seed, task, fraction, probe) with every metric.
+    """
     import pandas as pd
-    rows = [{"encoder": name, "probe": kind, **vals} for name, res in results.items() for kind, vals in res.items()]
+    tr, te = table.split_index("train"), table.split_index("test")
+    rows = []
+    for name, by_seed in features.items():
+        for seed, f in by_seed.items():
+            for task in tasks:
+                y = table.target(task)
+                ordinal, n = table.tasks.get(task) == "ordinal", table.n_classes(task)
+                for frac in fractions:
+                    sub = label_subset(y[tr], frac, seed)
+                    xtr, ytr = f["train"][sub], y[tr][sub]
+                    for kind in probes:
+                        if kind == "linear":
+                            m = linear_probe(xtr, ytr, f["test"], y[te], n, ordinal, max_iter)
+                        elif kind == "knn":
+                            m = knn_probe(xtr, ytr, f["test"], y[te], n, k, ordinal)
+                        else:
+                            raise ValueError(f"unknown probe {kind!r}; probes: linear, knn")
+                        rows.append({"encoder": name, "seed": seed, "task": task, "fraction": frac,
+                                     "probe": kind, **m})
+    return pd.DataFrame(rows)
+
+
+def interval(values, confidence: float = 0.95) -> dict:
+    """Mean, standard deviation and a Student-t confidence interval of the mean of ``values`` (over seeds)."""
+    from scipy import stats
+    v = np.asarray(values, float)
+    mean, n = float(v.mean()), len(v)
+    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "n": n, "lo": mean - half, "hi": mean + half}
+
+
+def summarise(df, metric: str = "balanced_accuracy", by=("encoder", "task", "fraction", "probe")):
+    """Mean ± sd and the 95 % interval of ``metric`` over seeds, one row per ``by`` group."""
+    import pandas as pd
+    rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))), **interval(g[metric])}
+            for key, g in df.groupby(list(by), sort=False)]
+    return pd.DataFrame(rows)
+
+
+def paired_gain(df, a: str, b: str, metric: str = "balanced_accuracy", by=("task", "fraction", "probe")):
+    """``a`` minus ``b`` seed by seed (same seed = same label subset), with its mean, sd and 95 % interval."""
+    import pandas as pd
+    wide = df.pivot_table(index=list(by) + ["seed"], columns="encoder", values=metric).reset_index()
+    wide["gain"] = wide[a] - wide[b]
+    rows = [{**dict(zip(by, key)), **interval(g["gain"])} for key, g in wide.groupby(list(by), sort=False)]
     return pd.DataFrame(rows)
 
 
@@ -126,21 +212,3 @@ def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         from sklearn.manifold import TSNE
         return TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(5, len(x) // 10))).fit_transform(x)
     return PCA(2, random_state=seed).fit_transform(x)
-
-
-def plot_embedding(features: np.ndarray, colourings: dict, method: str = "pca", title: str = "", seed: int = 0):
-    """Scatter the 2-D embedding of ``features`` once per colouring (``{"DR grade": labels, "site": ...}``)."""
-    import matplotlib.pyplot as plt
-    xy = embed_2d(features, method, seed)
-    fig, axes = plt.subplots(1, len(colourings), figsize=(4.5 * len(colourings), 4), squeeze=False)
-    for ax, (name, labels) in zip(axes[0], colourings.items()):
-        labels = np.asarray(labels)
-        for value in np.unique(labels):
-            sel = labels == value
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=str(value))
-        ax.set_title(f"{title} — coloured by {name}" if title else name, fontsize=9)
-        ax.legend(fontsize=7, markerscale=2, loc="best")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig

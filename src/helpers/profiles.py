@@ -4,14 +4,17 @@ Explained on the book page "How to run this book" (book/how-to-run.md) and used
 by the parameters cell of every chapter::
 
     P = helpers.profiles.load(PROFILE)   # "smoke", "cpu", "gpu", "full" or "auto"
-    P.show("simclr")                      # print the knobs this run uses
+    P.show("simclr", "protocol")          # print the knobs this run uses
 
 A chapter never branches on anything but these knobs. ``auto`` resolves to
 ``gpu`` when CUDA is available and to ``cpu`` otherwise. ``load(None)`` reads
 the environment variable ``RETINA_PROFILE`` and falls back to ``auto``.
 
 Knob groups: ``data`` (shared by every chapter unless a chapter overrides it),
-then one group per chapter or method (``ch00``, ``simclr``, ``probe``, ...).
+``protocol`` (the shared evaluation protocol: tasks, label fractions, probes,
+fine-tuning), then one group per chapter, named after its subject or method
+(``synthretina`` for chapter 0, ``simclr``, ...). Image sizes live in the
+chapter's group.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ ENV_VAR = "RETINA_PROFILE"
 
 
 class Knobs(dict):
-    """A dict whose keys read as attributes (``P.data.image_size``).
+    """A dict whose keys read as attributes (``P.data.n_train``).
 
     A missing knob raises an ``AttributeError`` that lists the knobs there are,
     so a typo in a chapter fails loudly instead of silently using a default.
@@ -68,43 +71,55 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+_TASKS = ["dr_grade", "hr_grade", "glaucoma", "amd", "site_id"]  # SynthRetina: four diagnoses and the nuisance
+
 _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
-        "data": {"image_size": 32, "n_train": 192, "n_valid": 96, "n_test": 96, "batch_size": 32},
-        "ch00": {"gallery_size": 64, "epochs": 2, "lr": 3e-3, "n_train": 256, "image_size": 32, "cache": False},
-        "simclr": {"encoder": "resnet10t", "image_size": 32, "epochs": 1, "batch_size": 32, "lr": 3e-3,
-                   "proj_dim": 32, "temperature": 0.2, "sweep_temperatures": [0.2, 1.0],
-                   "sweep_epochs": 1, "sweep_batch_sizes": [], "compare_inits": ["random"]},
-        "probe": {"max_iter": 200, "knn_k": 5, "embedding": "pca"},
+        "data": {"n_train": 192, "n_valid": 96, "n_test": 96, "batch_size": 32},
+        "synthretina": {"gallery_size": 64, "epochs": 2, "lr": 3e-3, "n_train": 256, "image_size": 32,
+                        "cache": False},
+        "simclr": {"encoder": "small_cnn_narrow", "image_size": 32, "epochs": 2, "batch_size": 32, "lr": 3e-3,
+                   "proj_dim": 32, "temperature": 0.2, "seeds": [0, 1], "save_at": [1, 2],
+                   "sweep_temperatures": [0.1, 0.5], "compare_inits": ["random"]},
+        "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
+                     "finetune_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 3e-3},
     }),
     "cpu": _merge(_COMMON["embedded"], {
-        "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 30 min on 2 cores",
-        "data": {"image_size": 64, "n_train": 2000, "n_valid": 500, "n_test": 500, "batch_size": 64},
-        "ch00": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 3000, "image_size": 64, "cache": True},
-        "simclr": {"encoder": "resnet10t", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 5e-3,
-                   "proj_dim": 64, "temperature": 0.2, "sweep_temperatures": [0.05, 0.2, 1.0],
-                   "sweep_epochs": 3, "sweep_batch_sizes": [], "compare_inits": ["random"]},
-        "probe": {"max_iter": 1000, "knn_k": 10, "embedding": "tsne"},
+        "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 45 min on 2 cores",
+        "data": {"n_train": 2000, "n_valid": 500, "n_test": 500, "batch_size": 64},
+        "synthretina": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 3000, "image_size": 64,
+                        "cache": True},
+        # knobs from tests/benchmarks/benchmark_ssl_gain.py: the narrow CNN gains the most per CPU-minute
+        "simclr": {"encoder": "small_cnn_narrow", "image_size": 48, "epochs": 30, "batch_size": 128, "lr": 3e-3,
+                   "proj_dim": 64, "temperature": 0.2, "seeds": [0, 1, 2], "save_at": [5, 10, 20, 30],
+                   "sweep_temperatures": [0.1, 0.5], "compare_inits": ["random"]},
+        "protocol": {"tasks": _TASKS, "fractions": [0.01, 0.1, 1.0], "max_iter": 1000, "knn_k": 10,
+                     "embedding": "tsne", "finetune_epochs": 6, "finetune_min_steps": 100, "finetune_lr": 2e-3},
     }),
     "gpu": _merge(_COMMON["real"], {
         "about": "Colab T4 (16 GB): real open datasets and official weights; <= 20 min per chapter",
-        "data": {"image_size": 224, "n_train": None, "n_valid": None, "n_test": None, "batch_size": 64},
-        "ch00": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 5000, "image_size": 128, "cache": True},
+        "data": {"n_train": None, "n_valid": None, "n_test": None, "batch_size": 64},
+        "synthretina": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 5000, "image_size": 128,
+                        "cache": True},
         "simclr": {"encoder": "resnet50", "image_size": 224, "epochs": 20, "batch_size": 128, "lr": 1e-3,
-                   "proj_dim": 128, "temperature": 0.1, "sweep_temperatures": [0.05, 0.1, 0.5],
-                   "sweep_epochs": 5, "sweep_batch_sizes": [64, 128], "compare_inits": ["random", "imagenet"]},
-        "probe": {"max_iter": 2000, "knn_k": 20, "embedding": "tsne"},
+                   "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [5, 10, 20],
+                   "sweep_temperatures": [0.05, 0.5], "compare_inits": ["random", "imagenet"]},
+        "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
+                     "embedding": "tsne", "finetune_epochs": 5, "finetune_min_steps": 100, "finetune_lr": 1e-3},
     }),
     "full": _merge(_COMMON["real"], {
         "about": "large GPUs: the papers' settings",
-        "data": {"source": "deepdrid", "image_size": 224, "n_train": None, "n_valid": None,
+        "data": {"source": "deepdrid", "n_train": None, "n_valid": None,
                  "n_test": None, "batch_size": 256, "num_workers": 8},
-        "ch00": {"gallery_size": 256, "epochs": 10, "lr": 3e-3, "n_train": 20000, "image_size": 256, "cache": True},
+        "synthretina": {"gallery_size": 256, "epochs": 10, "lr": 3e-3, "n_train": 20000, "image_size": 256,
+                        "cache": True},
         "simclr": {"encoder": "resnet50", "image_size": 224, "epochs": 200, "batch_size": 256, "lr": 3e-4,
-                   "proj_dim": 128, "temperature": 0.1, "sweep_temperatures": [0.05, 0.1, 0.2, 0.5, 1.0],
-                   "sweep_epochs": 50, "sweep_batch_sizes": [64, 128, 256], "compare_inits": ["random", "imagenet"]},
-        "probe": {"max_iter": 5000, "knn_k": 20, "embedding": "tsne"},
+                   "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [25, 50, 100, 200],
+                   "sweep_temperatures": [0.05, 0.2, 0.5, 1.0],
+                   "compare_inits": ["random", "imagenet"]},
+        "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,
+                     "embedding": "tsne", "finetune_epochs": 20, "finetune_min_steps": 500, "finetune_lr": 1e-3},
     }),
 }
 

@@ -1,0 +1,83 @@
+"""SimCLR as fastai pieces: NT-Xent, the two-view Callback, the model and its Learner factory.
+
+Explained in chapter 1 ("SimCLR on fundus photographs"), which writes NT-Xent
+out in full; this module holds the library version the Learner and the
+benchmarks use (tested against lightly's ``NTXentLoss``). Views come from
+:mod:`helpers.views`, the head from :mod:`helpers.models`, load-or-train from
+:mod:`helpers.runs`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from fastai.callback.core import Callback
+from torch import nn
+
+from ..models import MLPHead
+from ..views import FundusViews
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent: each view's positive is its partner; the other 2N-2 views of the batch are negatives."""
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = z @ z.t() / temperature
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+class SimCLRModel(nn.Module):
+    """Encoder f followed by projection head g; ``encoder`` is any model with ``num_features``."""
+
+    def __init__(self, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int = 512):
+        super().__init__()
+        self.encoder, self.head = encoder, MLPHead(int(encoder.num_features), hidden_dim, proj_dim)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+class SimCLRViews(Callback):
+    """fastai Callback: ``before_batch`` replaces the batch by two views of it, concatenated."""
+    order = 1
+
+    def __init__(self, views: nn.Module):
+        super().__init__()
+        self.views = views
+
+    def before_batch(self):
+        x = self.learn.xb[0]
+        self.views.to(x.device)
+        with torch.no_grad():
+            self.learn.xb = (torch.cat([self.views(x), self.views(x)]),)
+
+
+class NTXent(nn.Module):
+    """The loss a fastai Learner calls as ``loss_func(pred, *yb)``: NT-Xent of the two halves of ``pred``."""
+
+    def __init__(self, temperature: float = 0.5, fn=None):
+        super().__init__()
+        self.temperature, self.fn = temperature, fn or nt_xent_loss
+
+    def forward(self, z, *_):
+        n = z.shape[0] // 2
+        return self.fn(z[:n], z[n:], self.temperature)
+
+
+def simclr_learner(dls, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int = 512, temperature: float = 0.5,
+                   views: nn.Module | None = None, loss_fn=None, wd: float = 1e-4, cbs=None):
+    """A fastai Learner for SimCLR pretraining (mixed precision when the device is CUDA).
+
+    ``dls`` must yield images in [0, 1] (``dataloaders(..., augment=False, normalize=False)``);
+    ``loss_fn(z1, z2, temperature)`` replaces the library's NT-Xent (chapter 1's exercise).
+    """
+    from fastai.learner import Learner
+    import fastai.callback.all  # noqa: F401  (fit_one_cycle, to_fp16)
+    model = SimCLRModel(encoder, proj_dim, hidden_dim)
+    learn = Learner(dls, model, loss_func=NTXent(temperature, loss_fn),
+                    cbs=[SimCLRViews(views or FundusViews())] + list(cbs or []), wd=wd)
+    if dls.device is not None and torch.device(dls.device).type == "cuda":
+        learn = learn.to_fp16()
+    return learn

@@ -1,0 +1,180 @@
+"""Runs: keys for what produced them, load-or-train with checkpoints along the way, an EMA teacher.
+
+Shared by every pretraining chapter; explained in chapter 1 ("SimCLR on fundus
+photographs", section Train). A run is saved as one safetensors file whose
+metadata holds its loss history, written atomically under a file lock, so two
+processes asking for the same run train it once and both get it::
+
+    key = runs.run_key(chapter="01", seed=SEED, knobs=dict(K), data=table.fingerprint())
+    hist = runs.load_or_train(learn, key, epochs, lr, name="simclr", save_at=(2, 4, 8))
+    hist["checkpoints"]    # {epoch: path} — the budget curve reads them, no extra training
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+
+import torch
+from fastai.callback.core import Callback
+
+from .env import cache_dir
+
+
+def run_key(**parts) -> str:
+    """A short hash of everything that produced a run (keys checkpoints and features)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer of ``model`` (keys the feature cache of the evaluation protocol)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(repr((tuple(v.shape), str(v.dtype))).encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(tmp_path)`` on a unique temporary name beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def lock(path: Path):
+    """A cross-process lock for the cache entry ``path`` (a ``.lock`` file beside it)."""
+    from filelock import FileLock
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(f".{path.name}.lock")))
+
+
+def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
+    """Save ``model``'s state as safetensors (``metadata`` as JSON strings), atomically."""
+    from safetensors.torch import save_file
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> dict:
+    """Load a safetensors checkpoint into ``model``; returns its metadata (decoded)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    model.load_state_dict(load_file(str(path)))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k: json.loads(v) for k, v in meta.items()}
+
+
+def cached_json(name: str, key: str, compute, folder: Path | None = None):
+    """``compute()`` once per ``key`` (a JSON-able result, e.g. probe or fine-tuning metrics), then read back.
+
+    Chapter 1 caches its fine-tuning and budget-curve results this way, so a
+    second run of the chapter takes seconds. Locked and atomic like the checkpoints.
+    """
+    folder = Path(folder) if folder else cache_dir("results")
+    path = folder / f"{name}-{key}.json"
+    with lock(path):
+        if path.exists():
+            return json.loads(path.read_text())
+        value = compute()
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value)))
+    return value
+
+
+class SaveCheckpoints(Callback):
+    """Save the model after the epochs in ``epochs`` (1-based) to ``path_for(epoch)``: the budget curve's points."""
+    order = 90
+
+    def __init__(self, epochs, path_for):
+        super().__init__()
+        self.epochs, self.path_for, self.saved = set(int(e) for e in epochs), path_for, {}
+
+    def after_epoch(self):
+        e = self.epoch + 1
+        if e in self.epochs:
+            self.saved[e] = str(save_weights(self.learn.model, self.path_for(e), {"epoch": e}))
+
+
+def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Path | None = None,
+                  save_at=()) -> dict:
+    """Train ``learn`` with ``fit_one_cycle`` and save it, or load the run saved under ``name``-``key``.
+
+    ``save_at`` lists epochs after which a checkpoint is kept as well (for a
+    budget curve). Returns the history ``{"train": [per batch], "train_epoch":
+    [...], "valid": [per epoch, the real validation loss], "checkpoints":
+    {epoch: path}, "seconds": training time, "loaded": bool}``.
+    """
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+    folder = Path(folder) if folder else cache_dir("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{key}.safetensors"
+    ckpt = lambda e: folder / f"{name}-{key}-e{e:03d}.safetensors"  # noqa: E731
+    with lock(path):
+        if path.exists():
+            hist = load_weights(learn.model, path)["history"]
+            hist["checkpoints"] = {int(e): str(folder / n) for e, n in hist.get("checkpoints", {}).items()
+                                   if (folder / n).exists()}
+            print(f"loaded the saved run {path.name} (delete it to train again)")
+            return {**hist, "loaded": True}
+        saver = SaveCheckpoints([e for e in save_at if e < epochs], ckpt)
+        t0 = time.perf_counter()
+        learn.fit_one_cycle(epochs, lr, cbs=[saver])
+        seconds = time.perf_counter() - t0
+        values = [v for v in learn.recorder.values if v]
+        hist = {"train": [float(x) for x in learn.recorder.losses],
+                "train_epoch": [float(v[0]) for v in values],
+                "valid": [float(v[1]) for v in values if len(v) > 1],
+                "checkpoints": {e: Path(p).name for e, p in saver.saved.items()}, "seconds": seconds,
+                "epochs": epochs}
+        if epochs in set(save_at):
+            hist["checkpoints"][epochs] = path.name
+        save_weights(learn.model, path, {"history": hist})
+    hist["checkpoints"] = {e: str(folder / n) for e, n in hist["checkpoints"].items()}
+    return {**hist, "loaded": False}
+
+
+@torch.no_grad()
+def ema_update(student: torch.nn.Module, teacher: torch.nn.Module, momentum: float) -> None:
+    """teacher ← m · teacher + (1 − m) · student, parameter by parameter (as ``lightly.utils.update_momentum``)."""
+    for ps, pt in zip(student.parameters(), teacher.parameters()):
+        pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
+
+
+def cosine_momentum(pct: float, base: float, final: float = 1.0) -> float:
+    """The momentum at fraction ``pct`` of training: ``base`` rising to ``final`` on a half cosine (BYOL, DINO)."""
+    return final - (final - base) * (math.cos(math.pi * min(max(pct, 0.0), 1.0)) + 1) / 2
+
+
+class EMA(Callback):
+    """fastai Callback: after every optimiser step, move a teacher toward its student (an exponential moving average).
+
+    ``student`` and ``teacher`` are functions of the Learner's model returning
+    the two modules (so the callback works with any model layout). The momentum
+    follows :func:`cosine_momentum` from ``momentum`` to ``final``; chapter 2's
+    DINO teacher and chapter 4's EMA of the denoiser use it.
+    """
+    order = 70
+
+    def __init__(self, student, teacher, momentum: float = 0.996, final: float = 1.0):
+        super().__init__()
+        self.get_student, self.get_teacher, self.base, self.final = student, teacher, momentum, final
+        self.momentum = momentum
+
+    def after_step(self):
+        self.momentum = cosine_momentum(float(getattr(self.learn, "pct_train", 0.0)), self.base, self.final)
+        ema_update(self.get_student(self.learn.model), self.get_teacher(self.learn.model), self.momentum)

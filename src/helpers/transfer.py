@@ -1,0 +1,80 @@
+"""Fine-tuning recipes over ``nn.Sequential(encoder, head)`` with fastai's ``freeze``/``unfreeze``.
+
+First used in chapter 1 (SimCLR: label efficiency, SSL init vs random init with
+1 %, 10 % and 100 % of the labels); chapter 6 (LP / FT / LP-FT) extends it.
+The head here is multi-task: one linear layer whose outputs are split into one
+block of logits per task, so one fine-tuning run serves every SynthRetina task.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import dataloaders
+from .evaluation import label_subset, metrics
+from .table import ImageTable
+
+
+def classifier(encoder: nn.Module, n_classes) -> nn.Sequential:
+    """``nn.Sequential(encoder, Linear)`` with ``sum(n_classes)`` outputs (one block of logits per task)."""
+    n = [n_classes] if isinstance(n_classes, int) else list(n_classes)
+    return nn.Sequential(encoder, nn.Linear(int(encoder.num_features), sum(n)))
+
+
+def two_groups(model: nn.Sequential) -> list:
+    """fastai splitter: group 0 = the encoder, group 1 = the head (``freeze`` trains the head only)."""
+    return [list(model[0].parameters()), list(model[1].parameters())]
+
+
+class MultiTaskLoss(nn.Module):
+    """Sum over tasks of the cross-entropy of each task's block of logits (targets ``[B, n_tasks]``)."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = list(n_classes)
+
+    def forward(self, pred, y):
+        y = y.view(len(pred), -1)
+        return sum(F.cross_entropy(p, y[:, i]) for i, p in enumerate(pred.split(self.n_classes, dim=1)))
+
+
+def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.0, seed: int = 0,
+              epochs: int = 6, freeze_epochs: int = 1, lr: float = 2e-3, lr_mult: float = 10, min_steps: int = 100,
+              bs: int = 64, size: int | None = None, device=None) -> dict:
+    """Fine-tune ``encoder`` on ``fraction`` of the training labels of every task in ``tasks``; test metrics per task.
+
+    fastai's ``fine_tune``: ``freeze_epochs`` with the encoder frozen (head
+    only; BatchNorm layers stay trainable, fastai's default), then everything
+    unfrozen with discriminative learning rates (encoder ``lr/lr_mult``, head
+    ``lr``, both halved as fastai does). Small label subsets get more epochs so every run takes at
+    least ``min_steps`` optimiser steps. The label subset is stratified on the
+    first task and drawn with ``seed`` (the same subset as the probes). The
+    encoder is changed in place: pass a copy to keep it.
+    """
+    from fastai.learner import Learner
+    import fastai.callback.all  # noqa: F401
+    tasks = list(tasks)
+    tr = table.split_index("train")
+    sub = tr[label_subset(table.target(tasks[0])[tr], fraction, seed)]
+    keep = np.concatenate([sub, table.split_index("valid"), table.split_index("test")])
+    small = table.take(keep)
+    n = [table.n_classes(t) for t in tasks]
+    dls = dataloaders(small, tasks, bs=bs, size=size, device=device, augment=True, seed=seed)
+    steps = max(len(dls.train), 1)
+    epochs = max(int(epochs), math.ceil(min_steps / steps))
+    learn = Learner(dls, classifier(encoder, n), loss_func=MultiTaskLoss(n), splitter=two_groups)
+    if dls.device is not None and torch.device(dls.device).type == "cuda":
+        learn = learn.to_fp16()
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, lr_mult=lr_mult)
+        preds, targs = learn.get_preds(dl=dls[2])
+    preds, targs = preds.float(), targs.view(len(preds), -1).numpy()
+    out = {}
+    for i, (task, p) in enumerate(zip(tasks, preds.split(n, dim=1))):
+        out[task] = metrics(targs[:, i], p.softmax(1).numpy(), table.tasks.get(task) == "ordinal")
+    out["_epochs"] = epochs
+    return out

@@ -1,0 +1,109 @@
+"""The house rules of src/helpers (shared/HOUSE.md): no import cycles, and no helper that nothing uses.
+
+Every public name must be used by a chapter notebook, a data script, a book
+page, or another helpers module (which is itself there for a chapter) — the
+cheap equivalent of d2l's traceability from library back to text.
+"""
+import ast
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "src" / "helpers"
+# Public names written ahead of the chapter that uses them; each says which one. Keep this short.
+AWAITING = {
+    "EMA": "chapter 2, DINO's EMA teacher (issue 11); tested against lightly now",
+    "ema_update": "chapter 2, DINO's EMA teacher (issue 11)",
+}
+
+
+def modules():
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def imports_of(name, path):
+    """helpers modules imported by ``name`` anywhere in its file (lazy imports inside functions too)."""
+    tree = ast.parse(path.read_text())
+    pkg = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = pkg[: len(pkg) - (node.level - 1)] if node.level else []
+            mod = base + (node.module.split(".") if node.module else [])
+            if not node.level and (not mod or mod[0] != "helpers"):
+                continue
+            target = ".".join(mod)
+            for alias in node.names:  # `from . import x` imports the module helpers.x
+                sub = f"{target}.{alias.name}"
+                out.add(sub if (PKG.parent / sub.replace(".", "/")).with_suffix(".py").exists()
+                        or (PKG.parent / sub.replace(".", "/")).is_dir() else target)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("helpers.")}
+    return {m for m in out if m != name and m != "helpers"}
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {name: imports_of(name, path) for name, path in modules()}
+    state, cycles = {}, []
+
+    def visit(n, stack):
+        state[n] = "open"
+        for m in graph.get(n, ()):
+            if state.get(m) == "open":
+                cycles.append(stack[stack.index(m):] + [m] if m in stack else [n, m])
+            elif m not in state:
+                visit(m, stack + [m])
+        state[n] = "done"
+    for n in graph:
+        if n not in state:
+            visit(n, [n])
+    assert not cycles, f"import cycles among helpers modules: {cycles}"
+    assert graph, "no module found"
+
+
+def public_names(path):
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            names.add(node.name)
+    return names
+
+
+def corpus():
+    texts = []
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        texts += ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"]]
+    texts += [p.read_text() for p in (ROOT / "data_scripts").glob("*.py")]
+    texts += [p.read_text() for p in (ROOT / "book").glob("*.md")]
+    return "\n".join(texts)
+
+
+def test_every_public_helper_is_used_by_a_chapter_a_script_a_page_or_another_helper():
+    outside = corpus()
+    sources = {name: path.read_text() for name, path in modules()}
+    unused = []
+    for name, path in modules():
+        for fn in public_names(path):
+            pat = re.compile(rf"\b{re.escape(fn)}\b")
+            used_inside = any(pat.search(src) for m, src in sources.items() if m != name) \
+                or len(pat.findall(sources[name])) > 1
+            if not (pat.search(outside) or used_inside) and fn not in AWAITING:
+                unused.append(f"{name}.{fn}")
+    assert not unused, f"public helpers no chapter, script, page or helper uses: {unused}"
+    missing = [n for n in AWAITING if not any(n in public_names(p) for _, p in modules())]
+    assert not missing, f"AWAITING lists names that no longer exist: {missing}"
+
+
+def test_the_house_test_sees_a_cycle_and_an_unused_name(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from .b import g\ndef f():\n    return g()\n")
+    b.write_text("def g():\n    from .a import f\n    return 1\n\ndef lonely():\n    pass\n")
+    assert imports_of("helpers.a", a) == {"helpers.b"} and imports_of("helpers.b", b) == {"helpers.a"}
+    assert public_names(b) == {"g", "lonely"}

@@ -1,0 +1,113 @@
+"""The multi-task, label-fraction, multi-seed protocol of chapter 1 (helpers.evaluation, helpers.transfer)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import evaluation, transfer
+from helpers.table import ImageTable
+
+
+def toy_world(n_train=600, n_test=300, d=12, seed=0):
+    """Two tasks whose classes are separable in the toy features, plus a table to hold the labels."""
+    rng = np.random.default_rng(seed)
+    n = n_train + 100 + n_test
+    labels = pd.DataFrame({"grade": rng.integers(0, 5, n), "flag": rng.integers(0, 2, n),
+                           "split": ["train"] * n_train + ["valid"] * 100 + ["test"] * n_test})
+    table = ImageTable(np.zeros((n, 4, 4, 3), np.uint8), labels, tasks={"grade": "ordinal", "flag": "single"})
+    centres = rng.normal(0, 4, (5, d))
+    x = centres[labels["grade"]] + rng.normal(0, 1, (n, d))
+    x[:, 0] += 6 * labels["flag"].to_numpy()
+    split = labels["split"].to_numpy()
+    feats = {s: x[split == s] for s in ("train", "valid", "test")}
+    return table, feats
+
+
+def test_protocol_separable_features_score_high_and_degrade_gracefully_with_fewer_labels():
+    table, feats = toy_world()
+    df = evaluation.protocol({"toy": {0: feats, 1: feats}}, table, ["grade", "flag"], fractions=(0.02, 0.1, 1.0))
+    assert len(df) == 2 * 2 * 3 * 2  # seeds x tasks x fractions x probes
+    full = df[(df.fraction == 1.0) & (df.probe == "linear")]
+    assert (full["balanced_accuracy"] > 0.95).all()
+    few = df[(df.fraction == 0.02) & (df.probe == "linear") & (df.task == "grade")]
+    assert (few["balanced_accuracy"] > 0.6).all()  # 12 labelled images, still far above chance (0.2)
+    assert {"quadratic_kappa", "auroc"} <= set(df.columns)
+
+
+def test_protocol_is_at_chance_when_the_training_labels_are_shuffled():
+    table, feats = toy_world()
+    rng = np.random.default_rng(3)
+    scores = []
+    for _ in range(6):
+        shuffled = table.labels.copy()
+        tr = shuffled["split"] == "train"
+        shuffled.loc[tr, "grade"] = rng.permutation(shuffled.loc[tr, "grade"].to_numpy())
+        t = ImageTable(table.images, shuffled, table.tasks)
+        df = evaluation.protocol({"toy": {0: feats}}, t, ["grade"], fractions=(1.0,), probes=("linear",))
+        scores.append(float(df["balanced_accuracy"].iloc[0]))
+    assert abs(np.mean(scores) - 0.2) < 0.06
+
+
+def test_label_subset_is_stratified_seeded_and_keeps_every_class():
+    y = np.repeat(np.arange(5), [400, 300, 200, 80, 20])
+    sub = evaluation.label_subset(y, 0.01, seed=0)
+    assert set(y[sub]) == set(range(5))  # the rarest class keeps one image
+    assert np.array_equal(sub, evaluation.label_subset(y, 0.01, seed=0))
+    assert not np.array_equal(evaluation.label_subset(y, 0.1, 0), evaluation.label_subset(y, 0.1, 1))
+    counts = np.bincount(y[evaluation.label_subset(y, 0.1, 0)])
+    assert counts.tolist() == [40, 30, 20, 8, 2]
+    assert len(evaluation.label_subset(y, 1.0, 0)) == len(y)
+    with pytest.raises(ValueError, match="fraction"):
+        evaluation.label_subset(y, 0.0, 0)
+
+
+def test_interval_and_paired_gain():
+    from scipy import stats
+    v = [0.30, 0.34, 0.32]
+    iv = evaluation.interval(v)
+    half = stats.t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
+    assert iv["mean"] == pytest.approx(0.32) and iv["hi"] - iv["mean"] == pytest.approx(half)
+    df = pd.DataFrame([{"encoder": e, "seed": s, "task": "t", "fraction": 1.0, "probe": "linear",
+                        "balanced_accuracy": b}
+                       for e, vals in {"A": [0.5, 0.6, 0.7], "B": [0.4, 0.5, 0.6]}.items()
+                       for s, b in enumerate(vals)])
+    g = evaluation.paired_gain(df, "A", "B").iloc[0]
+    assert g["mean"] == pytest.approx(0.1) and g["sd"] == pytest.approx(0.0, abs=1e-12)  # paired: no spread
+    s = evaluation.summarise(df)
+    assert set(s["encoder"]) == {"A", "B"} and (s["n"] == 3).all()
+
+
+def test_multitask_fine_tuning_learns_every_task_and_keeps_the_test_split():
+    from helpers.models import SmallCNN
+    rng = np.random.default_rng(0)
+    n = 240
+    a, b = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    images = np.zeros((n, 16, 16, 3), np.uint8)
+    images[..., 0] = (a * 100)[:, None, None]  # task a in the red channel
+    images[..., 2] = (b * 200)[:, None, None]  # task b in the blue channel
+    labels = pd.DataFrame({"a": a, "b": b, "split": ["train"] * 160 + ["valid"] * 40 + ["test"] * 40})
+    table = ImageTable(images, labels, tasks={"a": "single", "b": "single"})
+    torch.manual_seed(0)
+    res = transfer.fine_tune(SmallCNN(widths=(8, 16)), table, ["a", "b"], fraction=1.0, epochs=4, min_steps=40,
+                             bs=16, size=16, device="cpu", lr=1e-2)
+    assert res["a"]["balanced_accuracy"] > 0.9 and res["b"]["balanced_accuracy"] > 0.9
+    assert res["_epochs"] >= 4
+    # with 10 % of the labels the run still takes at least min_steps steps
+    res = transfer.fine_tune(SmallCNN(widths=(8, 16)), table, ["a", "b"], fraction=0.1, epochs=1, min_steps=20,
+                             bs=16, size=16, device="cpu")
+    assert res["_epochs"] >= 20
+
+
+def test_classifier_and_splitter_freeze_the_encoder_only():
+    from fastai.learner import Learner
+    from helpers import data
+    from helpers.models import SmallCNN
+    table, _ = toy_world(60, 20)
+    model = transfer.classifier(SmallCNN(widths=(8,)), [5, 2])
+    dls = data.dataloaders(table, ["grade", "flag"], bs=8, size=4, device="cpu")
+    learn = Learner(dls, model, loss_func=transfer.MultiTaskLoss([5, 2]), splitter=transfer.two_groups)
+    learn.freeze()
+    conv = model[0].features[0].weight
+    assert not conv.requires_grad and model[1].weight.requires_grad
+    xb, yb = dls.one_batch()
+    assert yb.shape == (8, 2) and model(xb).shape == (8, 7)
