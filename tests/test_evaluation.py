@@ -56,3 +56,49 @@ def test_features_are_extracted_once_and_cached(tmp_path):
     assert len(list(tmp_path.glob("*.npz"))) == 2 and not np.allclose(f1["train"], f2["train"])
     f3 = evaluation.extract_features(enc, table, device="cpu", size=16, bs=5, folder=tmp_path)
     assert np.array_equal(f2["train"], f3["train"])
+
+
+def test_the_feature_cache_key_sees_every_image_and_label(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = pd.DataFrame({"y": rng.integers(0, 2, 20), "split": ["train"] * 12 + ["valid"] * 4 + ["test"] * 4})
+    images = rng.integers(0, 255, (20, 16, 16, 3), dtype=np.uint8)
+    table = ImageTable(images, labels, name="toy")
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    f1 = evaluation.extract_features(enc, table, device="cpu", size=16, folder=tmp_path)
+    changed = images.copy()
+    changed[-1, 5, 5, 0] ^= 0xFF  # one pixel of the last test image (beyond any prefix of the array)
+    t2 = ImageTable(changed, labels, name="toy")
+    assert t2.fingerprint() != table.fingerprint()
+    f2 = evaluation.extract_features(enc, t2, device="cpu", size=16, folder=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert not np.allclose(f1["test"][-1], f2["test"][-1]) and np.allclose(f1["train"], f2["train"])
+    relabelled = labels.copy()
+    relabelled.loc[0, "y"] = 1 - relabelled.loc[0, "y"]
+    assert ImageTable(images, relabelled, name="toy").fingerprint() != table.fingerprint()
+
+
+RACE = """
+import sys, numpy as np, pandas as pd, torch
+from helpers import evaluation
+from helpers.table import ImageTable
+rng = np.random.default_rng(0)
+table = ImageTable(rng.integers(0, 255, (40, 16, 16, 3), dtype=np.uint8),
+                   pd.DataFrame({"y": rng.integers(0, 2, 40), "split": ["train"] * 24 + ["valid"] * 8 + ["test"] * 8}))
+torch.manual_seed(0)
+enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+f = evaluation.extract_features(enc, table, device="cpu", size=16, folder=sys.argv[1])
+print(float(f["train"].sum()))
+"""
+
+
+def test_two_processes_building_the_same_features_both_succeed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
+    assert len({o.strip().splitlines()[-1] for o, _ in outs}) == 1
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and not list(tmp_path.glob("*.tmp"))

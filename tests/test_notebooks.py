@@ -57,7 +57,7 @@ def test_colab_badge_points_at_the_configured_repository(path):
 def test_chapter_runs_in_smoke(smoke_book, name):
     run = smoke_book["runs"][name]
     assert run.error is None, f"{name} failed in smoke:\n{run.error}"
-    assert run.seconds < 120, f"{name} took {run.seconds:.0f} s in smoke (budget 60 s)"
+    assert run.seconds < 60, f"{name} took {run.seconds:.0f} s in smoke (budget 60 s)"
 
 
 @pytest.mark.notebooks

@@ -111,3 +111,18 @@ def test_classifier_and_splitter_freeze_the_encoder_only():
     assert not conv.requires_grad and model[1].weight.requires_grad
     xb, yb = dls.one_batch()
     assert yb.shape == (8, 2) and model(xb).shape == (8, 7)
+
+
+def test_bootstrap_difference_matches_the_probes_and_brackets_zero_for_equal_encoders():
+    table, feats = toy_world()
+    noisy = {k: v + np.random.default_rng(1).normal(0, 3, v.shape) for k, v in feats.items()}
+    df = evaluation.bootstrap_difference(feats, noisy, table, ["grade", "flag"], n_boot=300)
+    full = evaluation.protocol({"a": {0: feats}, "b": {0: noisy}}, table, ["grade", "flag"], probes=("linear",))
+    for _, r in df.iterrows():
+        a = full[(full.encoder == "a") & (full.task == r.task)]["balanced_accuracy"].item()
+        b = full[(full.encoder == "b") & (full.task == r.task)]["balanced_accuracy"].item()
+        assert r["a"] == pytest.approx(a) and r["b"] == pytest.approx(b)
+        assert r["lo"] <= r["diff"] <= r["hi"]
+    assert (df["lo"] > 0).all()  # the clean features are better, and the interval says so
+    same = evaluation.bootstrap_difference(feats, feats, table, ["grade"], n_boot=200).iloc[0]
+    assert same["diff"] == 0 and same["lo"] == 0 == same["hi"]

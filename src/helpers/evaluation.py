@@ -104,17 +104,21 @@ def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, ordinal: bool
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
-    clf.fit(train_x, train_y)
-    return metrics(test_y, _full_proba(clf, test_x, n_classes), ordinal)
+    with threadpool_limits(1):  # problems this small run ~10x faster on one BLAS thread (measured)
+        clf.fit(train_x, train_y)
+        return metrics(test_y, _full_proba(clf, test_x, n_classes), ordinal)
 
 
 def knn_probe(train_x, train_y, test_x, test_y, n_classes: int, k: int = 10, ordinal: bool = False) -> dict:
     """k-nearest neighbours with cosine distance on frozen features."""
     from sklearn.neighbors import KNeighborsClassifier
+    from threadpoolctl import threadpool_limits
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric="cosine", weights="distance")
-    knn.fit(train_x, train_y)
-    return metrics(test_y, _full_proba(knn, test_x, n_classes), ordinal)
+    with threadpool_limits(1):
+        knn.fit(train_x, train_y)
+        return metrics(test_y, _full_proba(knn, test_x, n_classes), ordinal)
 
 
 def probe(features: dict, table: ImageTable, target: str, max_iter: int = 1000, k: int = 10) -> dict:
@@ -173,6 +177,57 @@ def protocol(features: dict, table: ImageTable, tasks, fractions=(1.0,), probes=
                             raise ValueError(f"unknown probe {kind!r}; probes: linear, knn")
                         rows.append({"encoder": name, "seed": seed, "task": task, "fraction": frac,
                                      "probe": kind, **m})
+    return pd.DataFrame(rows)
+
+
+def _probe_predictions(features: dict, ytr, max_iter: int) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter)).fit(features["train"], ytr)
+        return clf.predict(features["test"])
+
+
+def bootstrap_difference(features_a: dict, features_b: dict, table: ImageTable, tasks, n_boot: int = 1000,
+                         seed: int = 0, max_iter: int = 1000):
+    """Linear-probe balanced accuracy of encoder a minus encoder b per task, with a 95 % bootstrap interval.
+
+    For comparisons made with a single pretraining seed (chapter 1's colour and
+    temperature ablations): both probes are fitted once on all training labels,
+    then the *same* resamples of the test set score both, so the interval holds
+    the test set's sampling noise (not the seed's — say so when you use it).
+    With several tasks a last row ``task="mean"`` gives the mean over them.
+    """
+    import pandas as pd
+    tr, te = table.split_index("train"), table.split_index("test")
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, len(te)))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), len(te)), rng.integers(0, len(te), n_boot * len(te))), 1)
+    rows, diffs = [], []
+    for task in tasks:
+        y = table.target(task)
+        ytr, yte = y[tr], y[te]
+        onehot = np.eye(table.n_classes(task))[yte]
+        present = onehot.sum(0) > 0
+
+        def bacc(pred):
+            correct = (pred == yte)[:, None] * onehot
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_class = (counts @ correct) / (counts @ onehot)
+            return np.nanmean(per_class[:, present], axis=1), float(np.mean((correct.sum(0) / onehot.sum(0))[present]))
+        (boot_a, a), (boot_b, b) = bacc(_probe_predictions(features_a, ytr, max_iter)), \
+            bacc(_probe_predictions(features_b, ytr, max_iter))
+        d = boot_a - boot_b
+        diffs.append(d)
+        rows.append({"task": task, "a": a, "b": b, "diff": a - b, "lo": float(np.percentile(d, 2.5)),
+                     "hi": float(np.percentile(d, 97.5))})
+    if len(rows) > 1:  # the mean over tasks, on the same resamples
+        d = np.mean(diffs, axis=0)
+        rows.append({"task": "mean", "a": float(np.mean([r["a"] for r in rows])),
+                     "b": float(np.mean([r["b"] for r in rows])), "diff": float(np.mean([r["diff"] for r in rows])),
+                     "lo": float(np.percentile(d, 2.5)), "hi": float(np.percentile(d, 97.5))})
     return pd.DataFrame(rows)
 
 

@@ -83,7 +83,8 @@ _PROFILES: dict[str, dict] = {
                    "proj_dim": 32, "temperature": 0.2, "seeds": [0, 1], "save_at": [1, 2],
                    "sweep_temperatures": [0.1, 0.5], "compare_inits": ["random"]},
         "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
-                     "finetune_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 3e-3},
+                     "finetune_epochs": 1, "finetune_freeze_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 1e-2,
+                     "finetune_lr_mult": 3},
     }),
     "cpu": _merge(_COMMON["embedded"], {
         "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 45 min on 2 cores",
@@ -95,7 +96,8 @@ _PROFILES: dict[str, dict] = {
                    "proj_dim": 64, "temperature": 0.2, "seeds": [0, 1, 2], "save_at": [5, 10, 20, 30],
                    "sweep_temperatures": [0.1, 0.5], "compare_inits": ["random"]},
         "protocol": {"tasks": _TASKS, "fractions": [0.01, 0.1, 1.0], "max_iter": 1000, "knn_k": 10,
-                     "embedding": "tsne", "finetune_epochs": 6, "finetune_min_steps": 100, "finetune_lr": 2e-3},
+                     "embedding": "tsne", "finetune_epochs": 10, "finetune_freeze_epochs": 1, "finetune_min_steps": 150,
+                     "finetune_lr": 1e-2, "finetune_lr_mult": 3},
     }),
     "gpu": _merge(_COMMON["real"], {
         "about": "Colab T4 (16 GB): real open datasets and official weights; <= 20 min per chapter",
@@ -106,7 +108,8 @@ _PROFILES: dict[str, dict] = {
                    "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [5, 10, 20],
                    "sweep_temperatures": [0.05, 0.5], "compare_inits": ["random", "imagenet"]},
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
-                     "embedding": "tsne", "finetune_epochs": 5, "finetune_min_steps": 100, "finetune_lr": 1e-3},
+                     "embedding": "tsne", "finetune_epochs": 5, "finetune_freeze_epochs": 1, "finetune_min_steps": 100,
+                     "finetune_lr": 1e-3, "finetune_lr_mult": 10},
     }),
     "full": _merge(_COMMON["real"], {
         "about": "large GPUs: the papers' settings",
@@ -119,7 +122,8 @@ _PROFILES: dict[str, dict] = {
                    "sweep_temperatures": [0.05, 0.2, 0.5, 1.0],
                    "compare_inits": ["random", "imagenet"]},
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,
-                     "embedding": "tsne", "finetune_epochs": 20, "finetune_min_steps": 500, "finetune_lr": 1e-3},
+                     "embedding": "tsne", "finetune_epochs": 20, "finetune_freeze_epochs": 1, "finetune_min_steps": 500,
+                     "finetune_lr": 1e-3, "finetune_lr_mult": 10},
     }),
 }
 

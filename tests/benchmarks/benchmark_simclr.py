@@ -1,6 +1,6 @@
 """Benchmark: our SimCLR training step vs lightly's reference pieces, same encoder and batch, one run.
 
-Ours: helpers.simclr (FundusViews on the device, ProjectionHead, nt_xent_loss).
+Ours: helpers.methods.simclr (SimCLRModel with the MLP head, nt_xent_loss) and helpers.views.FundusViews on the device.
 Theirs: lightly's SimCLRProjectionHead + NTXentLoss with the same views.
 Prints images/s (original images per second; each gives two views) for each and the ratio.
 On CUDA both run with mixed precision (torch.autocast + GradScaler).
@@ -13,7 +13,8 @@ import time
 import timm
 import torch
 
-from helpers import env, simclr
+from helpers import env, views as views_mod
+from helpers.methods import simclr
 
 
 def make_step(model, loss_fn, views, device, amp):
@@ -61,10 +62,10 @@ def main():
     device = env.get_device()
     amp = device.type == "cuda"
     x = torch.rand(a.bs, 3, a.size, a.size, device=device)
-    views = simclr.FundusViews().to(device)
+    views = views_mod.FundusViews().to(device)
     torch.manual_seed(0)
     enc = timm.create_model(a.arch, num_classes=0)
-    ours_model = simclr.SimCLRModel(enc, enc.num_features, 128, 512).to(device)
+    ours_model = simclr.SimCLRModel(enc, 128, 512).to(device)
     torch.manual_seed(0)
     enc2 = timm.create_model(a.arch, num_classes=0)
     theirs_model = torch.nn.Sequential(enc2, SimCLRProjectionHead(enc2.num_features, 512, 128)).to(device)

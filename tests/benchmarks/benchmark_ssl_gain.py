@@ -30,6 +30,22 @@ VIEWS = {"camera": dict(), "camera-wide": dict(gain=0.2, gamma=0.2, blur_sigma=1
          "small-crops": dict(crop_scale=(0.2, 0.6))}
 
 
+def finetune_gain(ssl_encoder, a, table, seed):
+    """Fine-tuning with a fraction of the labels, SSL init minus random init, per diagnosis (points)."""
+    import copy
+    from helpers import profiles, transfer
+    E = profiles.load("cpu").protocol
+    kw = dict(epochs=E.finetune_epochs, freeze_epochs=E.finetune_freeze_epochs, lr=E.finetune_lr,
+              lr_mult=E.finetune_lr_mult, min_steps=E.finetune_min_steps, bs=64, size=a.size, device="cpu")
+    out = {}
+    for name, enc in (("ssl", copy.deepcopy(ssl_encoder)), ("random", None)):
+        env.seed_everything(seed)
+        enc = enc if enc is not None else models.create_encoder(a.encoder)[0]
+        out[name] = transfer.fine_tune(enc, table, TASKS[:4], a.finetune, seed, **kw)
+    return {t: round(100 * (out["ssl"][t]["balanced_accuracy"] - out["random"][t]["balanced_accuracy"]), 1)
+            for t in TASKS[:4]}
+
+
 def probe_all(encoder, table, size):
     feats = evaluation.extract_features(encoder, table, size=size, cache=False)
     out = {}
@@ -50,6 +66,8 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--out", default="ssl_gain.jsonl")
+    ap.add_argument("--finetune", type=float, default=None, metavar="FRACTION",
+                    help="also fine-tune SSL and random init with this fraction of the labels (cpu profile's recipe)")
     ap.add_argument("--table", action="store_true", help="print the rows gathered in --out as a Markdown table")
     a = ap.parse_args()
     if a.table:
@@ -76,6 +94,10 @@ def main():
                        bs=a.batch_size, lr=a.lr, temperature=a.temperature, seconds=round(secs, 1),
                        img_per_s=round(epochs * a.n_train / secs, 1), random=rand, ssl=ssl,
                        gain={t: round(100 * (ssl[t] - rand[t]), 1) for t in TASKS})
+            if a.finetune:
+                row["finetune_fraction"] = a.finetune
+                row["finetune_gain"] = finetune_gain(enc, a, table, seed)
+                print("  fine-tuning gain at", a.finetune, row["finetune_gain"], flush=True)
             with open(a.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             g = row["gain"]
