@@ -118,7 +118,9 @@ def test_bootstrap_difference_matches_the_probes_and_brackets_zero_for_equal_enc
     noisy = {k: v + np.random.default_rng(1).normal(0, 3, v.shape) for k, v in feats.items()}
     df = evaluation.bootstrap_difference(feats, noisy, table, ["grade", "flag"], n_boot=300)
     full = evaluation.protocol({"a": {0: feats}, "b": {0: noisy}}, table, ["grade", "flag"], probes=("linear",))
-    for _, r in df.iterrows():
+    assert df["task"].tolist() == ["grade", "flag", "mean"]
+    assert df.iloc[-1]["diff"] == pytest.approx(df.iloc[:2]["diff"].mean())
+    for _, r in df.iloc[:2].iterrows():
         a = full[(full.encoder == "a") & (full.task == r.task)]["balanced_accuracy"].item()
         b = full[(full.encoder == "b") & (full.task == r.task)]["balanced_accuracy"].item()
         assert r["a"] == pytest.approx(a) and r["b"] == pytest.approx(b)
