@@ -1,0 +1,63 @@
+"""Every exercise check accepts a right answer, rejects a wrong one with a hint, and reports a stub as pending."""
+import pytest
+
+from helpers import checks
+from helpers.views import FundusViews
+
+
+def test_dr_rule_check():
+    from helpers.synthretina import dr_grade_rule
+    assert checks.check_dr_rule(lambda c: dr_grade_rule(c["n_microaneurysms"], c["n_haemorrhages"], c["n_exudates"],
+                                                        c["n_neovascularisation"]))
+    with pytest.raises(checks.ExerciseError, match="most severe"):
+        checks.check_dr_rule(lambda c: 0)
+
+    def stub(c):
+        raise NotImplementedError
+    assert checks.check_dr_rule(stub) is False
+
+
+def test_hr_answers_and_site_shortcut_checks():
+    assert checks.check_hr_answers({"a": 2, "b": 3, "c": 4})
+    with pytest.raises(checks.ExerciseError, match="b"):
+        checks.check_hr_answers({"a": 2, "b": 2, "c": 4})
+    assert checks.check_site_shortcut(0.9, 0.22)
+    with pytest.raises(checks.ExerciseError, match="most frequent grade"):
+        checks.check_site_shortcut(0.3, 0.22)
+    with pytest.raises(checks.ExerciseError, match="chance"):
+        checks.check_site_shortcut(0.9, 0.6)
+
+
+def test_learned_invariance_check_follows_the_run():
+    safe, bad = {"dr": 0.4, "amd": 0.8}, {"dr": 0.3, "amd": 0.6}
+    assert checks.check_learned_invariance("yes", safe, bad)
+    with pytest.raises(checks.ExerciseError, match="look again"):
+        checks.check_learned_invariance("no", safe, bad)
+    assert checks.check_learned_invariance("no", bad, safe)  # a run where the destroying views did better
+    assert checks.check_learned_invariance("no", safe, {"dr": 0.401, "amd": 0.8})  # too close to call
+    with pytest.raises(checks.ExerciseError, match="yes"):
+        checks.check_learned_invariance("maybe", safe, bad)
+    with pytest.raises(checks.ExerciseError, match="finite"):
+        checks.check_learned_invariance("yes", {"dr": float("nan")}, bad)
+
+
+def test_colour_shortcut_check_wants_every_camera_change_off():
+    off = FundusViews(gain=0, gamma=0, noise=0, blur_p=0)
+    assert checks.check_colour_shortcut(off, 0.9, 0.95)
+    with pytest.raises(checks.ExerciseError, match="gain"):
+        checks.check_colour_shortcut(FundusViews(gamma=0, noise=0, blur_p=0), 0.9, 0.95)
+    with pytest.raises(checks.ExerciseError, match="site-probe"):
+        checks.check_colour_shortcut(off, float("nan"), 0.95)
+
+
+def test_temperature_check_reads_the_students_own_sweep():
+    temps, scores = [0.1, 0.2, 0.5], [0.50, 0.53, 0.47]
+    assert checks.check_temperature_answer(0.2, "intermediate", temps, scores)
+    with pytest.raises(checks.ExerciseError, match="highest probe"):
+        checks.check_temperature_answer(0.1, "intermediate", temps, scores)
+    with pytest.raises(checks.ExerciseError, match="intermediate"):
+        checks.check_temperature_answer(0.2, "lowest", temps, scores)
+    # the same answer is wrong for a sweep whose best τ is the lowest
+    with pytest.raises(checks.ExerciseError):
+        checks.check_temperature_answer(0.2, "intermediate", temps, [0.55, 0.53, 0.47])
+    assert checks.check_temperature_answer(0.1, "lowest", [0.5, 0.1, 0.2], [0.47, 0.55, 0.53])  # unsorted input
