@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # find-links path would break torchvision, so find-links is switched off here.
 export PIP_FIND_LINKS :=
 
-.PHONY: venv book test clean-book help
+.PHONY: venv book test clean-book help student-copies
 
 help:
 	@echo "make book   execute every notebook (PROFILE=$(PROFILE)) and build the site"
@@ -36,3 +36,8 @@ test: venv
 
 clean-book:
 	rm -rf book/_build
+
+# Regenerate the committed student copies (notebooks/student/) after editing a chapter; the tests
+# fail while they differ from the chapters.
+student-copies: venv
+	$(PY) -m helpers.book student-copies

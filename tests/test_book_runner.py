@@ -30,6 +30,27 @@ def test_profile_is_injected_and_report_collected(tmp_path, isolated_env):
     assert run.error is None
     assert run.reports and run.reports[0]["metrics"] == {"answer": 42.0}
     assert run.reports[0]["profile"] == "smoke"
+    # papermill's injected cell is gone from the executed copy: the page shows one parameters cell,
+    # and the downloadable notebook keeps the chapter's own defaults
+    import nbformat
+    nb = nbformat.read(tmp_path / "out" / "t1.ipynb", as_version=4)
+    assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])][0].source.startswith("PROFILE = None")
+
+
+def test_solutions_are_folded_on_the_site(tmp_path, isolated_env):
+    import nbformat
+    src = make_notebook(tmp_path / "t2.ipynb", ["# BEGIN SOLUTION\nx = 1\n# END SOLUTION\nprint(x)", "print(2)"])
+    run = book.execute(src, tmp_path / "out" / "t2.ipynb", "smoke", progress=False)
+    assert run.error is None
+    cells = nbformat.read(run.executed, as_version=4).cells
+    assert "hide-input" in cells[1].metadata.get("tags", []) and "hide-input" not in cells[2].metadata.get("tags", [])
+    assert cells[1].outputs  # the result stays visible
+
+
+def test_student_copies_never_overwrite_the_instructor_notebooks(capsys):
+    assert book._main(["student-copies", "--out", str(book.NOTEBOOKS)]) == 1
+    assert "overwrite the solutions" in capsys.readouterr().err
 
 
 def test_failing_notebook_fails_the_build_with_its_traceback(tmp_path, isolated_env, capsys):
@@ -84,6 +105,14 @@ def test_strip_solutions_keeps_indentation_and_parses():
     assert "x * 2" not in out and "answer = f(2)" not in out
     assert '    raise NotImplementedError' in out and "check(answer)" in out
     compile(out, "<student>", "exec")
+    # a top-level answer becomes a stub per name it defines: the cell runs, the check reads None
+    top = strip_solutions("# BEGIN SOLUTION\ndef g(x):\n    return x\na, (b, _) = 1, (2, 3)\n# END SOLUTION\nchk(a)\n")
+    assert "def g(*args, **kwargs):" in top and "a = None" in top and "b = None" in top and "_ = None" not in top
+    assert "reads g, a, b" in top
+    env = {"chk": lambda v: v}
+    exec(top, env)
+    with pytest.raises(NotImplementedError, match="write g"):
+        env["g"](1)
     with pytest.raises(ValueError, match="unbalanced"):
         strip_solutions("# BEGIN SOLUTION\nx = 1\n")
 
@@ -113,7 +142,7 @@ def test_student_copies_of_the_discovered_chapters(tmp_path, monkeypatch, capsys
     assert book._main(["student-copies", "--out", str(tmp_path / "b")]) == 0
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["01_ch.ipynb"]  # _draft is not a chapter
     copy = nbformat.read(tmp_path / "b" / "01_ch.ipynb", as_version=4)
-    assert "x = 1" not in copy.cells[1].source and "NotImplementedError" in copy.cells[1].source
+    assert "x = 1" not in copy.cells[1].source and "x = None" in copy.cells[1].source
     tree = ast.parse(open(student_copies.__file__).read())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "book" not in imported  # no circle book <-> student_copies

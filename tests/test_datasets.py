@@ -244,3 +244,20 @@ def test_download_errors_are_one_family_and_the_cli_reports_them(tmp_path, monke
         with pytest.raises(SystemExit) as code:
             runpy.run_path("data_scripts/download.py", run_name="__main__")
     assert code.value.code == 1 and "HTTP 404" in capsys.readouterr().err
+
+
+def test_the_gpu_profile_downloads_on_first_use_through_the_installed_package(tmp_path, registry):
+    """The Colab path: `data.load` with the real world's options fetches, verifies and prepares by itself."""
+    from helpers import profiles
+    blobs = {"retinamnist.npz": medmnist_npz(size=28), "retinamnist_64.npz": medmnist_npz(size=64),
+             "retinamnist_128.npz": medmnist_npz(size=128), "retinamnist_224.npz": medmnist_npz(size=224)}
+    options = profiles.load("gpu").data.options
+    assert options == {"download_missing": True}
+    with FileServer(blobs) as srv:
+        registry(blobs, srv)
+        with pytest.raises(datasets.DatasetError, match="download_missing=True"):
+            data.load("retinamnist", root=tmp_path / "other", size=32)  # without the option: what to do, said
+        table = data.load("retinamnist", root=tmp_path, size=32, seed=0, **options)
+    assert table.images.shape == (22, 32, 32, 3)
+    again = data.load("retinamnist", root=tmp_path, size=32, seed=0, **options)  # cached: no server needed
+    assert np.array_equal(again.images, table.images)

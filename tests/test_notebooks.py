@@ -30,6 +30,31 @@ def smoke_book(tmp_path_factory, isolated_env):
     return {"stage": stage, "runs": {r.name: r for r in runs}, "report": report}
 
 
+@pytest.fixture(scope="session")
+def student_runs(tmp_path_factory, isolated_env):
+    """The student copy of every chapter (every exercise unsolved), executed in smoke."""
+    from helpers.student_copies import write_student_copies
+    folder = tmp_path_factory.mktemp("student")
+    runs = {}
+    for path in write_student_copies(NOTEBOOKS, folder):
+        runs[path.stem] = (book.execute(path, folder / "executed" / path.name, "smoke", timeout=300,
+                                        progress=False), path)
+    return runs
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", NAMES)
+def test_student_copy_runs_to_the_end_with_every_exercise_pending(student_runs, name):
+    run, path = student_runs[name]
+    assert run.error is None, f"the student copy of {name} fails with its exercises unsolved:\n{run.error}"
+    nb = nbformat.read(run.executed, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    exercises = sum("# BEGIN SOLUTION" in c.source for c in nbformat.read(NOTEBOOKS[NAMES.index(name)],
+                                                                            as_version=4).cells)
+    assert text.count("not attempted yet") == exercises, f"{name}: each unsolved exercise should say so once"
+    assert "Traceback" not in text
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_source_notebook_is_clean(path):
     nb = nbformat.read(path, as_version=4)
@@ -46,10 +71,27 @@ def test_source_notebook_is_clean(path):
 def test_colab_badge_points_at_the_configured_repository(path):
     config = yaml.safe_load((book.BOOK / "_config.yml").read_text())
     repo = config["repository"]["url"].removeprefix("https://github.com/")
-    expected = f"https://colab.research.google.com/github/{repo}/blob/{config['repository']['branch']}/notebooks/{path.name}"
+    branch = config["repository"]["branch"]
+    # the badge opens the student copy (solutions stay in the instructor copy)
+    expected = f"https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/student/{path.name}"
     nb = nbformat.read(path, as_version=4)
     links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s\"]+", nb.cells[0].source)
     assert links == [expected], f"{path.name}: badge {links} should be {expected}"
+    # the Colab install cell installs the package from the same repository
+    installs = [c.source for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
+    assert installs and f"git+https://github.com/{repo}" in installs[0], f"{path.name}: install cell URL"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_committed_student_copy_is_current(path):
+    """notebooks/student/ holds what `make student-copies` writes now: a chapter edit without it fails here."""
+    from helpers.student_copies import student_copy
+    committed = book.STUDENT / path.name
+    assert committed.exists(), f"no student copy of {path.name}: run `make student-copies`"
+    fresh = student_copy(nbformat.read(path, as_version=4))
+    have = nbformat.read(committed, as_version=4)
+    assert [c.source for c in have.cells] == [c.source for c in fresh.cells], \
+        f"notebooks/student/{path.name} is out of date: run `make student-copies`"
 
 
 @pytest.mark.notebooks
@@ -90,3 +132,59 @@ def test_site_builds_with_a_page_per_chapter(smoke_book):
         assert title.split("—")[-1].strip()[:20] in report_page
     data = json.loads((smoke_book["stage"] / "report.json").read_text())
     assert data["profile"] == "smoke" and len(data["chapters"]) >= len(NAMES)
+    problems = check_html(html)
+    assert not problems, "\n".join(problems[:20])
+
+
+def check_html(root):
+    """Broken internal links and images, and Markdown tables left as raw text, in every built page."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urlparse
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.refs, self.text, self.skip = [], [], 0
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            for key in ("href", "src"):
+                if a.get(key):
+                    self.refs.append((tag, a[key]))
+            if tag in ("script", "style", "pre", "code"):
+                self.skip += 1
+
+        def handle_endtag(self, tag):
+            if tag in ("script", "style", "pre", "code") and self.skip:
+                self.skip -= 1
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.text.append(data)
+
+    problems = []
+    for page in sorted(root.rglob("*.html")):
+        if page.relative_to(root).parts[0] in ("_static", "_sources"):  # the theme's templates, not pages
+            continue
+        p = Page()
+        p.feed(page.read_text(errors="replace"))
+        for tag, ref in p.refs:
+            u = urlparse(ref)
+            if u.scheme or ref.startswith(("#", "mailto:", "//", "data:")):
+                continue
+            target = (page.parent / unquote(u.path)).resolve() if u.path else page
+            if not target.exists():
+                problems.append(f"{page.relative_to(root)}: <{tag}> points at missing {ref}")
+        if re.search(r"\|\s*-{3,}\s*\|", "".join(p.text)):
+            problems.append(f"{page.relative_to(root)}: a Markdown table is shown as raw text")
+    return problems
+
+
+def test_the_html_check_finds_broken_links_and_raw_tables(tmp_path):
+    (tmp_path / "img.png").write_bytes(b"x")
+    (tmp_path / "good.html").write_text('<a href="#top">a</a><img src="img.png"><a href="https://x.org">x</a>'
+                                        "<table><tr><td>ok</td></tr></table><pre>| --- |</pre>")
+    assert check_html(tmp_path) == []
+    (tmp_path / "bad.html").write_text('<a href="missing.html">m</a><p>| a | b |\n|---|---|</p>')
+    problems = check_html(tmp_path)
+    assert len(problems) == 2 and "missing.html" in problems[0] and "raw text" in problems[1]

@@ -14,4 +14,10 @@ Floors, lowest first (a module imports only from floors below it; tests/test_hou
   report, book, student_copies           — run report and book plumbing
 Each public function's docstring names the chapter or page that explains it.
 """
+import warnings as _warnings
+
+# fastai's layers.py applies torch.jit.script at import, which torch >= 2.10 flags as deprecated: a warning
+# about fastai's internals, not the reader's code, so it is silenced here, for that message only.
+_warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
 __version__ = "0.1.0"

@@ -36,6 +36,7 @@ from .student_copies import write_student_copies
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
+STUDENT = NOTEBOOKS / "student"  # committed student copies (the Colab badges open these)
 BOOK = REPO / "book"
 BUILD = BOOK / "_build"
 REPORT_MARKER = "<!-- RUN-REPORT -->"
@@ -117,8 +118,29 @@ def execute(source: Path, executed: Path, profile: str, seed: int | None = None,
         run.error = _failure_text(exc)
     run.seconds = time.perf_counter() - start
     if executed.exists():
+        tidy_executed(executed)
         run.reports = collect_reports(executed)
     return run
+
+
+def tidy_executed(executed: Path) -> None:
+    """Prepare an executed notebook for the site.
+
+    Papermill's injected-parameters cell is removed (the site would show a
+    second parameters cell, and the downloadable notebook would keep the
+    runner's ``PROFILE``; the setup cell prints the profile a run used), and
+    every cell holding an exercise's solution is tagged ``hide-input``, so the
+    page shows the check's result with the solution folded away.
+    """
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    for c in nb.cells:
+        if c.cell_type == "code" and "# BEGIN SOLUTION" in c.source:
+            tags = c.metadata.setdefault("tags", [])
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+    nbformat.write(nb, executed)
 
 
 def collect_reports(executed: Path) -> list[dict]:
@@ -258,7 +280,8 @@ def _main(argv=None) -> int:
         p.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     sub.add_parser("site")
     sc = sub.add_parser("student-copies")
-    sc.add_argument("--out", default=str(BUILD / "student"))
+    sc.add_argument("--out", default=str(STUDENT),
+                    help="default: notebooks/student, the committed copies the chapters' Colab badges open")
     args = parser.parse_args(argv)
     try:
         if args.cmd in ("build", "execute"):
@@ -267,6 +290,9 @@ def _main(argv=None) -> int:
         elif args.cmd == "site":
             build(execute_notebooks=False)
         elif args.cmd == "student-copies":
+            if Path(args.out).resolve() == NOTEBOOKS.resolve():
+                raise ValueError(f"--out {args.out} is the instructor notebooks' folder: the copies would "
+                                 "overwrite the solutions; choose another folder")
             for path in write_student_copies(discover(NOTEBOOKS), Path(args.out)):
                 print(path)
     except (NotebookError, ValueError) as exc:

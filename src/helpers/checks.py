@@ -27,17 +27,26 @@ def pending(message: str) -> bool:
 
 
 def exercise(what: str):
-    """Decorator for a check: a student's stub that still raises ``NotImplementedError`` is reported
-    as not attempted yet (``⏳ not attempted yet: <what>``, the check returns False) instead of failing."""
+    """Decorator for a check: a student's stub — an answer still ``None``, or code that still raises
+    ``NotImplementedError`` — is reported as not attempted yet (``⏳ not attempted yet: <what>``, the
+    check returns False) instead of failing, so a student copy runs to its end."""
     def wrap(check):
         @functools.wraps(check)
         def run(*args, **kwargs):
+            if any(a is None for a in list(args) + list(kwargs.values())):
+                return pending(what)
             try:
                 return check(*args, **kwargs)
             except NotImplementedError:
                 return pending(what)
         return run
     return wrap
+
+
+def _digest(text: str) -> str:
+    """Answers are compared by hash, so reading this module does not give them away."""
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _finite(x) -> bool:
@@ -63,16 +72,18 @@ def check_dr_rule(fn) -> bool:
     return passed("your DR rule agrees with SynthRetina's on 60 combinations of findings")
 
 
+@exercise("fill in hr_answers")
 def check_hr_answers(answers: dict) -> bool:
-    """Chapter 0, exercise 2: the HR grades of three described eyes."""
-    want = {"a": 2, "b": 3, "c": 4}
-    wrong = [k for k in want if answers.get(k) != want[k]]
+    """Chapter 0, exercise 2: the HR grades of three described eyes (answers stored hashed)."""
+    want = {'a': 'd9b9fb85d6a52f42', 'b': 'd9a3ab15e7730fff', 'c': 'f7652537c79edd74'}
+    wrong = [k for k in want if _digest(f"ch00-hr:{k}:{answers.get(k)}") != want[k]]
     if wrong:
         raise ExerciseError(f"not yet right: {', '.join(wrong)}. Remember: the highest finding present decides, "
                             "whether or not the lower ones are present.")
     return passed("all three HR grades are right")
 
 
+@exercise("compute acc_correlated and acc_independent")
 def check_site_shortcut(acc_correlated: float, acc_independent: float) -> bool:
     """Chapter 0, exercise 3: the site predicts the grade only when they are correlated."""
     if not (_finite(acc_correlated) and _finite(acc_independent)):

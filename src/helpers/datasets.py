@@ -333,8 +333,10 @@ def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_
             download(name, root)
             have_raw = True
         if not have_raw:
-            raise DatasetError(f"dataset {name!r} is not downloaded. Run:\n  python data_scripts/download.py "
-                               f"{name} --root {data_root(root)}\n  python data_scripts/prepare.py {name} --size {size} "
+            raise DatasetError(f"dataset {name!r} is not downloaded. Download it from Python with\n"
+                               f"  helpers.data.load({name!r}, download_missing=True)\n"
+                               f"or from a checkout with\n  python data_scripts/download.py {name} --root "
+                               f"{data_root(root)}\n  python data_scripts/prepare.py {name} --size {size} "
                                f"--root {data_root(root)}")
         prepare(name, size, root, seed)
     images = np.load(folder / "images.npy", allow_pickle=False)

@@ -56,7 +56,8 @@ _COMMON = {
     "real": {
         "world": "real",
         "pretrained": True,
-        "data": {"source": "retinamnist", "num_workers": 2, "options": {}},
+        # downloaded (with a progress bar, checksum and cache) the first time a chapter asks for it
+        "data": {"source": "retinamnist", "num_workers": 2, "options": {"download_missing": True}},
     },
 }
 

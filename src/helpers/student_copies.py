@@ -8,13 +8,21 @@ two marker lines inside a code cell::
         ...the answer...
         # END SOLUTION
 
-``python -m helpers.book student-copies`` writes copies in which every such
-block becomes ``raise NotImplementedError("exercise: write your answer here")``
-at the block's indentation, and every output is cleared.
+``python -m helpers.book student-copies`` writes copies in which every output
+is cleared and every such block becomes a stub:
+
+- inside a function, ``raise NotImplementedError("exercise: write your answer here")``
+  at the block's indentation — the chapter's check reports it as not attempted;
+- at the top level of a cell, one line per name the answer defines: a function
+  that raises ``NotImplementedError``, a variable set to ``None`` — so the cell
+  runs, the check after it says "not attempted yet" and names what it reads, and
+  the chapter goes on to the next exercise.
 """
 from __future__ import annotations
 
+import ast
 import re
+import textwrap
 from pathlib import Path
 
 BEGIN = "# BEGIN SOLUTION"
@@ -29,8 +37,31 @@ def strip_solutions(source: str) -> str:
 
     def stub(match):
         indent = match.group(1)
-        return f'{indent}raise NotImplementedError("exercise: write your answer here")\n'
+        if indent:
+            return f'{indent}raise NotImplementedError("exercise: write your answer here")\n'
+        return _top_level_stub(match.group(0))
     return _BLOCK.sub(stub, source)
+
+
+def _top_level_stub(block: str) -> str:
+    """Stubs for the names a top-level solution block defines (functions raise, variables are None)."""
+    body = "\n".join(line for line in block.splitlines() if BEGIN not in line and END not in line)
+    functions, variables = [], []
+    for node in ast.parse(textwrap.dedent(body)).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            functions.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name) and n.id not in variables and n.id != "_":
+                        variables.append(n.id)
+    names = functions + [v for v in variables if v not in functions]
+    lines = [f"# exercise: write your answer here; the check below reads {', '.join(names) or 'your answer'}"]
+    for f in functions:
+        lines += [f"def {f}(*args, **kwargs):", f'    raise NotImplementedError("exercise: write {f}")']
+    lines += [f"{v} = None" for v in variables if v not in functions]
+    return "\n".join(lines) + "\n"
 
 
 def student_copy(nb):
