@@ -6,6 +6,8 @@ import ast
 import json
 import math
 import re
+import shutil
+import subprocess
 
 import nbformat
 import pytest
@@ -118,9 +120,15 @@ def test_chapter_records_finite_metrics(smoke_book, name):
             assert claim["ours"] is not None, f"{name}: claim {claim['name']!r} has no figure"
 
 
+@pytest.fixture(scope="session")
+def site(smoke_book):
+    """The site built once from the smoke run."""
+    return book.build_site(smoke_book["stage"])
+
+
 @pytest.mark.notebooks
-def test_site_builds_with_a_page_per_chapter(smoke_book):
-    html = book.build_site(smoke_book["stage"])
+def test_site_builds_with_a_page_per_chapter(smoke_book, site):
+    html = site
     assert (html / "index.html").exists()
     for page in ("how-to-run", "reproduction", "data-and-weights", "instructors", "contributing", "references"):
         assert (html / f"{page}.html").exists(), page
@@ -188,3 +196,53 @@ def test_the_html_check_finds_broken_links_and_raw_tables(tmp_path):
     (tmp_path / "bad.html").write_text('<a href="missing.html">m</a><p>| a | b |\n|---|---|</p>')
     problems = check_html(tmp_path)
     assert len(problems) == 2 and "missing.html" in problems[0] and "raw text" in problems[1]
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def browser_problems(exe, root):
+    """JavaScript errors, pages Chromium cannot render, and raw Markdown tables after rendering, per page."""
+    pages = [p for p in sorted(root.rglob("*.html")) if p.relative_to(root).parts[0] not in ("_static", "_sources")]
+    problems = []
+    for page in pages:
+        proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                               "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        errors = [line for line in proc.stderr.splitlines()
+                  if "CONSOLE" in line and re.search(r"Uncaught|Error", line)]
+        problems += [f"{page.relative_to(root)}: {e}" for e in errors]
+        if proc.returncode != 0 or "<body" not in proc.stdout:
+            problems.append(f"{page.relative_to(root)}: Chromium could not render it (exit {proc.returncode})")
+        text = re.sub(r"<(script|style|pre|code)[^>]*>.*?</\1>", "", proc.stdout, flags=re.S)
+        if re.search(r"\|\s*-{3,}\s*\|", re.sub(r"<[^>]+>", "", text)):
+            problems.append(f"{page.relative_to(root)}: a Markdown table is shown as raw text")
+    return pages, problems
+
+
+@pytest.mark.notebooks
+def test_pages_load_in_a_real_browser_without_errors(site):
+    """Every page in headless Chromium: no JavaScript error, no Markdown table left as raw text after rendering.
+
+    CI runs it only where Chromium is installed (`.ci/run` does not install it: about 250 MB)."""
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no Chromium on this machine (`apt-get install chromium` enables this check)")
+    pages, problems = browser_problems(exe, site)
+    assert pages
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_the_browser_check_sees_a_script_error_and_a_raw_table(tmp_path):
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no Chromium on this machine")
+    (tmp_path / "ok.html").write_text("<html><body><p>fine</p><script>const a = 1;</script></body></html>")
+    (tmp_path / "bad.html").write_text("<html><body><script>const a = 1;</script><script>const a = 2;</script>"
+                                       "<p>| a |</p><p>|---|</p></body></html>")
+    pages, problems = browser_problems(exe, tmp_path)
+    assert len(pages) == 2 and all(p.startswith("bad.html") for p in problems) and len(problems) == 2
