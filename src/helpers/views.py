@@ -103,6 +103,26 @@ class FundusViews(nn.Module):
         return (v - self.mean) / self.std
 
 
+def multi_crop(x: torch.Tensor, n_global: int = 2, n_local: int = 4, global_scale=(0.5, 1.0),
+               local_scale=(0.05, 0.25), local_size: int | None = None, views: FundusViews | None = None):
+    """DINO's multi-crop (chapter 2): ``(global views, local views)``, two lists of normalised view batches.
+
+    Global views cover ``global_scale`` of the image at its own size; local
+    views cover ``local_scale`` — at 48 px, 5–25 % is a patch of 11–24 px, room
+    for a lesion cluster but not a whole quadrant — resized to ``local_size``
+    (default 3/8 of the image side). Both keep ``views``' camera changes.
+    """
+    import copy
+    base = views or FundusViews()
+    g, l = copy.copy(base), copy.copy(base)
+    g.crop_scale, l.crop_scale = tuple(global_scale), tuple(local_scale)
+    size = local_size or max(8, round(x.shape[-1] * 3 / 8))
+    glob = [g(x) for _ in range(n_global)]
+    loc = [F.interpolate(l(x), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+           for _ in range(n_local)]
+    return glob, loc
+
+
 def _gaussian_blur(v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Blur each image with its own Gaussian σ (pixels), a separable 5-tap kernel."""
     b = v.shape[0]
