@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastai.callback.core import Callback, CancelValidException
 from torch import nn
 
 from .data import dataloaders
@@ -28,6 +29,14 @@ def classifier(encoder: nn.Module, n_classes) -> nn.Sequential:
 def two_groups(model: nn.Sequential) -> list:
     """fastai splitter: group 0 = the encoder, group 1 = the head (``freeze`` trains the head only)."""
     return [list(model[0].parameters()), list(model[1].parameters())]
+
+
+class _NoValidation(Callback):
+    """Skip fastai's per-epoch validation: fine-tuning here reads only the test split at the end, and on a
+    small label subset (many short epochs) validating every epoch would cost more than training."""
+
+    def before_validate(self):
+        raise CancelValidException()
 
 
 class MultiTaskLoss(nn.Module):
@@ -66,11 +75,13 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     dls = dataloaders(small, tasks, bs=bs, size=size, device=device, augment=True, seed=seed)
     steps = max(len(dls.train), 1)
     epochs = max(int(epochs), math.ceil(min_steps / steps))
-    learn = Learner(dls, classifier(encoder, n), loss_func=MultiTaskLoss(n), splitter=two_groups)
+    skip = _NoValidation()
+    learn = Learner(dls, classifier(encoder, n), loss_func=MultiTaskLoss(n), splitter=two_groups, cbs=[skip])
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, lr_mult=lr_mult)
+        learn.remove_cb(skip)
         preds, targs = learn.get_preds(dl=dls[2])
     preds, targs = preds.float(), targs.view(len(preds), -1).numpy()
     out = {}
