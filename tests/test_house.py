@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "helpers"
 # Public names written ahead of the chapter that uses them; each says which one. Keep this short.
 AWAITING = {
-    "EMA": "chapter 4's EMA of the denoiser (issue 13); tested against lightly now",
     "dino_learner": "chapter 2, DINO (issue 11): the library part is built and tested, the notebook is next",
 }
 

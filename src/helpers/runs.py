@@ -40,6 +40,17 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def array_fingerprint(arrays: dict) -> str:
+    """A hash of every value in ``{name: array}`` (e.g. extracted features), keying results computed from them."""
+    import numpy as np
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(repr((k, a.shape, str(a.dtype))).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
 def atomic_write(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` on a unique temporary name beside ``path``, then rename it into place."""
     path = Path(path)

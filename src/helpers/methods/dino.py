@@ -6,7 +6,7 @@ out; this module holds the library version (tested against lightly's
 :mod:`helpers.methods.simclr`: a plain loss function a student can replace, a
 Callback that owns the state (teacher, centre, teacher temperature), and
 ``dino_learner(dls, encoder, **knobs)``. Views come from
-:func:`helpers.views.multi_crop`, the EMA update from :mod:`helpers.runs`.
+:func:`helpers.views.multi_crop`, the EMA teacher from :class:`helpers.runs.EMA`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fastai.callback.core import Callback
 from torch import nn
 
-from ..runs import cosine_momentum, ema_update
+from ..runs import EMA
 from ..views import multi_crop
 
 
@@ -118,9 +118,10 @@ class DINO(Callback):
     """fastai Callback holding DINO's state.
 
     ``before_batch``: the batch becomes multi-crop views; ``after_loss``: the
-    centre moves toward the teacher's mean output; ``after_step``: the teacher
-    moves toward the student (cosine momentum schedule); ``before_epoch``: the
-    teacher temperature follows its warm-up. Diagnostics per batch go to
+    centre moves toward the teacher's mean output; ``before_epoch``: the
+    teacher temperature follows its warm-up. The teacher's EMA (cosine momentum
+    schedule, ``after_step``) is :class:`helpers.runs.EMA`, which
+    :func:`dino_learner` adds. Diagnostics per batch go to
     ``self.history`` (teacher entropy, KL to uniform) for chapter 2's collapse plots.
     """
     order = 1
@@ -133,9 +134,9 @@ class DINO(Callback):
         self.out_dim, self.n_local, self.global_scale, self.local_scale = out_dim, n_local, global_scale, local_scale
         self.local_size, self.t_student, self.t_teacher_final = local_size, t_student, t_teacher
         self.warmup_t_teacher, self.warmup_epochs, self.center_momentum = warmup_t_teacher, warmup_epochs, center_momentum
-        self.base_momentum, self.centring, self.views = momentum, centring, views
+        self.momentum, self.centring, self.views = momentum, centring, views
         self.center = torch.zeros(1, out_dim)
-        self.t_teacher, self.momentum, self.history = t_teacher, momentum, []
+        self.t_teacher, self.history = t_teacher, []
 
     def before_fit(self):
         self.center = self.center.to(next(self.learn.model.parameters()).device)
@@ -163,11 +164,6 @@ class DINO(Callback):
             if self.centring:
                 self.center = update_center(self.center, t, self.center_momentum)
 
-    def after_step(self):
-        self.momentum = cosine_momentum(float(getattr(self.learn, "pct_train", 0.0)), self.base_momentum, 1.0)
-        m = self.learn.model
-        ema_update(m.student, m.teacher, self.momentum)
-
 
 def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
                  loss_fn=None, wd: float = 0.04, cbs=None, **knobs):
@@ -180,11 +176,12 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
     from fastai.learner import Learner
     import fastai.callback.all  # noqa: F401
     cb = DINO(out_dim, **knobs)
+    teacher = EMA(lambda m: m.student, lambda m: m.teacher, momentum=cb.momentum)  # cosine schedule to 1
     model = DINOModel(encoder, out_dim, hidden_dim, bottleneck_dim)
     fn = loss_fn or dino_loss
     learn = Learner(dls, model, loss_func=lambda pred, *y: fn(pred[0], pred[1], cb.center, cb.t_student,
                                                                  cb.t_teacher),
-                    cbs=[cb] + list(cbs or []), wd=wd)
+                    cbs=[cb, teacher] + list(cbs or []), wd=wd)
     learn.dino = cb
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
