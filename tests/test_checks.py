@@ -61,3 +61,54 @@ def test_temperature_check_reads_the_students_own_sweep():
     with pytest.raises(checks.ExerciseError):
         checks.check_temperature_answer(0.2, "intermediate", temps, [0.55, 0.53, 0.47])
     assert checks.check_temperature_answer(0.1, "lowest", [0.5, 0.1, 0.2], [0.47, 0.55, 0.53])  # unsorted input
+
+
+def test_dino_loss_check_accepts_the_loss_and_names_the_missing_centring():
+    import torch.nn.functional as F
+    from helpers.methods.dino import dino_loss
+    assert checks.check_dino_loss(dino_loss)
+
+    def uncentred(s, t, c, ts, tt):
+        return dino_loss(s, t, c * 0, ts, tt)
+    with pytest.raises(checks.ExerciseError, match="centred"):
+        checks.check_dino_loss(uncentred)
+
+    def with_same_view(s, t, c, ts, tt):  # keeps the pairs (teacher view i, student view i)
+        tp = [F.softmax((o - c) / tt, -1) for o in t]
+        terms = [-(ti * F.log_softmax(sj / ts, -1)).sum(-1).mean() for ti in tp for sj in s]
+        return sum(terms) / len(terms)
+    with pytest.raises(checks.ExerciseError, match="own view"):
+        checks.check_dino_loss(with_same_view)
+
+    def stub(*a):
+        raise NotImplementedError
+    assert checks.check_dino_loss(stub) is False
+
+
+def test_center_update_check():
+    import torch
+    from helpers.methods.dino import update_center
+    assert checks.check_center_update(update_center)
+    with pytest.raises(checks.ExerciseError, match="old centre"):
+        checks.check_center_update(lambda c, t, m: c * (1 - m) + torch.cat(t).mean(0, keepdim=True) * m)
+    with pytest.raises(checks.ExerciseError, match="all"):
+        checks.check_center_update(lambda c, t, m: c * m + t[0].mean(0, keepdim=True) * (1 - m))
+    with pytest.raises(checks.ExerciseError, match="shape"):
+        checks.check_center_update(lambda c, t, m: 0.0)
+
+
+def test_collapse_prediction_and_attention_reading_checks():
+    assert checks.check_collapse_prediction("one dimension", "uniform")
+    with pytest.raises(checks.ExerciseError, match="dominant"):
+        checks.check_collapse_prediction("uniform", "uniform")
+    with pytest.raises(checks.ExerciseError, match="soft"):
+        checks.check_collapse_prediction("one dimension", "one dimension")
+    with pytest.raises(checks.ExerciseError, match="one of"):
+        checks.check_collapse_prediction("nothing", "uniform")
+    assert checks.check_collapse_prediction(None, "uniform") is False
+    shares = {"optic disc": 3.1, "lesions": 1.4}
+    assert checks.check_attention_reading("optic disc", shares)
+    with pytest.raises(checks.ExerciseError, match="compare"):
+        checks.check_attention_reading("lesions", shares)
+    with pytest.raises(checks.ExerciseError, match="maps"):
+        checks.check_attention_reading("lesions", {"lesions": 1.0})

@@ -66,6 +66,7 @@ def test_multi_crop_makes_global_and_small_local_views():
     glob, loc = multi_crop(x, n_local=3)
     assert len(glob) == 2 and len(loc) == 3
     assert glob[0].shape == (4, 3, 48, 48) and loc[0].shape == (4, 3, 18, 18)
+    assert multi_crop(x, n_local=1, local_size=24)[1][0].shape == (4, 3, 24, 24)
     assert not torch.allclose(glob[0], glob[1])
 
 
@@ -86,3 +87,77 @@ def test_dino_learner_trains_the_student_and_moves_teacher_and_centre():
     assert any(not torch.equal(a, b) for a, b in zip(teacher0, learn.model.teacher.parameters()))
     assert 0 <= cb.history[-1]["entropy"] <= torch.log(torch.tensor(64.0)) + 1e-4
     assert cb.history[-1]["kl_uniform"] >= -1e-6
+
+
+def test_monitor_records_collapse_diagnostics_per_epoch():
+    from helpers import evaluation
+    from helpers.models import create_encoder
+    from helpers.synthretina import synthretina_table
+    table = synthretina_table(48, 24, 0, size=32, seed=0, progress=False)
+    dls = data.dataloaders(table, None, bs=16, size=32, device="cpu", augment=False, normalize=False)
+    mon = evaluation.monitor_set(table, "amd", n=20, size=32)
+    assert mon["x_train"].shape == (20, 3, 32, 32) and mon["x_valid"].shape == (20, 3, 32, 32)
+    torch.manual_seed(0)
+    enc, _ = create_encoder("small_cnn_narrow")
+    learn = dino.dino_learner(dls, enc, out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2, monitor=mon)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-3)
+    ep = learn.dino.epochs
+    assert [e["epoch"] for e in ep] == [1, 2]
+    assert all(0 <= e["knn"] <= 1 and e["embedding_std"] > 0 and e["entropy"] > 0 for e in ep)
+
+
+def test_embedding_std_is_one_for_spread_features_and_zero_for_collapsed():
+    from helpers import evaluation
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.f, self.w = f, torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return self.f[: len(x)]
+    torch.manual_seed(0)
+    mon = {"x_train": torch.zeros(400, 1), "y_train": torch.arange(400) % 2, "x_valid": torch.zeros(400, 1),
+           "y_valid": torch.arange(400) % 2, "n_classes": 2}
+    spread = evaluation.collapse_diagnostics(Fixed(torch.randn(400, 64)), mon)
+    collapsed = evaluation.collapse_diagnostics(Fixed(torch.ones(400, 64) + 1e-6 * torch.randn(400, 64)), mon)
+    assert 0.9 < spread["embedding_std"] < 1.1 and collapsed["embedding_std"] < 0.01
+
+
+def test_cls_attention_is_the_attention_timm_computes():
+    """Our CLS maps, times the values, give back exactly the block's attention output (timm's own forward)."""
+    from helpers.models import small_vit
+    torch.manual_seed(0)
+    vit = small_vit(img_size=24, patch_size=6, embed_dim=24, depth=2, num_heads=2).eval()
+    x = torch.randn(3, 3, 24, 24)
+    maps = dino.cls_attention(vit, x)
+    assert maps.shape == (3, 2, 4, 4)
+    seen = {}
+    blk = vit.blocks[-1]
+    h1 = blk.norm1.register_forward_hook(lambda m, i, o: seen.__setitem__("in", o))
+    h2 = blk.attn.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    vit(x)
+    h1.remove(), h2.remove()
+    a, h = blk.attn, seen["in"]
+    b, n, c = h.shape
+    qkv = a.qkv(h).reshape(b, n, 3, a.num_heads, c // a.num_heads).permute(2, 0, 3, 1, 4)
+    cls_row = torch.cat([1 - maps.flatten(2).sum(-1, keepdim=True), maps.flatten(2)], -1)  # CLS->CLS is the rest
+    head_out = (cls_row[:, :, None] @ qkv[2])[:, :, 0]  # [B, heads, d]
+    want = a.proj(head_out.reshape(b, c))
+    assert torch.allclose(want, seen["out"][:, 0], atol=1e-5)
+    assert torch.all(maps >= 0) and torch.all(maps.flatten(1).sum(1) <= 2 + 1e-5)  # 2 heads, each <= 1
+
+
+def test_attention_share_against_masks():
+    att = torch.zeros(2, 4, 4)
+    att[:, 0, 0] = 1.0  # all attention on the top-left patch
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[:, :4, :4] = True  # the mask is exactly that patch: 1/16 of the image
+    out = dino.attention_share(att, masks)
+    assert out["attention_share"] == pytest.approx(1.0) and out["area_share"] == pytest.approx(1 / 16)
+    assert out["ratio"] == pytest.approx(16.0)
+    uniform = dino.attention_share(torch.ones(2, 4, 4), masks)
+    assert uniform["ratio"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="empty"):
+        dino.attention_share(att, torch.zeros(2, 16, 16, dtype=torch.bool))

@@ -12,9 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "helpers"
 # Public names written ahead of the chapter that uses them; each says which one. Keep this short.
-AWAITING = {
-    "dino_learner": "chapter 2, DINO (issue 11): the library part is built and tested, the notebook is next",
-}
+AWAITING: dict = {}  # public name -> the issue whose chapter will use it (empty: every helper is used)
 
 
 def modules():

@@ -47,7 +47,7 @@ def test_prevalence_and_site_correlation_are_controlled():
 
 @pytest.mark.parametrize("finding,channel,direction", [
     ("haemorrhages", 1, -1), ("microaneurysms", 1, -1), ("exudates", 2, +1), ("drusen", 2, +1),
-    ("cotton_wool_spots", 2, +1), ("flame_haemorrhages", 1, -1)])
+    ("cotton_wool_spots", 2, +1), ("flame_haemorrhages", 1, -1), ("optic_disc", 1, +1)])
 def test_masks_match_rendered_pixels(finding, channel, direction):
     """Inside a lesion's mask the image is darker (red lesions, green channel) or brighter (yellow/white
     lesions, blue channel) than a ring just around it."""

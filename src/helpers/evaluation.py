@@ -267,3 +267,45 @@ def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         from sklearn.manifold import TSNE
         return TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(5, len(x) // 10))).fit_transform(x)
     return PCA(2, random_state=seed).fit_transform(x)
+
+
+def monitor_set(table: ImageTable, target: str, n: int = 500, size: int | None = None, seed: int = 0) -> dict:
+    """A small labelled set to watch a self-supervised run with: ``n`` training images (the k-NN memory) and ``n``
+    validation images (the queries), normalised as the probes see them, with their ``target`` labels.
+
+    Chapter 2 passes it to the DINO callback, which calls :func:`collapse_diagnostics` after every epoch.
+    """
+    dls = dataloaders(table, target, bs=n, size=size, device="cpu", augment=False, inference=True,
+                      splits=("train", "valid"))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, dl in zip(("train", "valid"), dls.loaders):
+        xb, yb = dl.one_batch()
+        pick = torch.from_numpy(np.sort(rng.choice(len(xb), min(n, len(xb)), replace=False)))
+        out[f"x_{split}"], out[f"y_{split}"] = xb[pick].clone(), yb[pick].clone()
+    out["n_classes"] = table.n_classes(target)
+    return out
+
+
+@torch.no_grad()
+def collapse_diagnostics(encoder: torch.nn.Module, monitor: dict, k: int = 10, embed=None) -> dict:
+    """Two signs of collapse in an encoder's features (chapter 2), on a :func:`monitor_set`:
+
+    - ``embedding_std``: the spread of the L2-normalised embeddings ``embed(features)`` (the features themselves
+      without ``embed``; DINO passes its head's bottleneck) across images, averaged over dimensions and
+      scaled by √D — about 1 when they fill the sphere, 0 when every image maps to the same point;
+    - ``knn``: k-NN balanced accuracy (cosine, ``k`` neighbours) of the validation images against the training
+      ones — what the DINO authors watch during training instead of the loss.
+    """
+    was = encoder.training
+    encoder.eval()
+    dev = next(encoder.parameters()).device
+    f_tr = encoder(monitor["x_train"].to(dev)).float().cpu()
+    f_va = encoder(monitor["x_valid"].to(dev)).float()
+    z = torch.nn.functional.normalize((embed(f_va) if embed else f_va).float().cpu(), dim=1)
+    f_va = f_va.cpu()
+    encoder.train(was)
+    std = float(z.std(0).mean() * z.shape[1] ** 0.5)
+    knn = knn_probe(f_tr.numpy(), monitor["y_train"].numpy(), f_va.numpy(), monitor["y_valid"].numpy(),
+                    monitor["n_classes"], k=k)
+    return {"embedding_std": std, "knn": knn["balanced_accuracy"]}

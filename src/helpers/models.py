@@ -34,8 +34,22 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
+def small_vit(img_size: int = 48, patch_size: int = 6, embed_dim: int = 96, depth: int = 4, num_heads: int = 3,
+              **kw):
+    """A timm Vision Transformer sized for a CPU (0.45 M parameters at the defaults): 6-px patches, so a 48-px
+    fundus is an 8 × 8 grid of tokens plus CLS; ``dynamic_img_size`` lets DINO's smaller local crops through.
+
+    Chapter 2 trains it with DINO to read its CLS attention maps.
+    """
+    import timm
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+        num_classes=0, dynamic_img_size=True, **kw)
+
+
 BOOK_ARCHS = {"small_cnn": lambda **kw: SmallCNN(**kw),
-              "small_cnn_narrow": lambda **kw: SmallCNN(widths=(16, 32, 64, 128), **kw)}
+              "small_cnn_narrow": lambda **kw: SmallCNN(widths=(16, 32, 64, 128), **kw),
+              "small_vit": small_vit}
 
 
 class MLPHead(nn.Sequential):
@@ -48,14 +62,15 @@ class MLPHead(nn.Sequential):
 
 def create_encoder(arch: str, init: str = "random", token: str | None = None, **timm_kwargs):
     """``(encoder, feature_dim)``: a timm model returning pooled features (``num_classes=0``),
-    or one of the book's CPU-sized CNNs (``"small_cnn"``, ``"small_cnn_narrow"``).
+    or one of the book's CPU-sized encoders (``"small_cnn"``, ``"small_cnn_narrow"``, ``"small_vit"``).
 
     ``init`` is ``"random"`` or a name known to :mod:`helpers.weights`
     (``"imagenet"`` picks the ImageNet weights of ``arch``: resnet50 or a ViT-B/16).
     """
     if arch in BOOK_ARCHS:
         if init != "random":
-            raise ValueError(f"{arch!r} is the book's own CNN: it has no {init!r} weights (use init='random')")
+            raise ValueError(f"{arch!r} is one of the book's own encoders: it has no {init!r} weights "
+                             "(use init='random')")
         model = BOOK_ARCHS[arch](**timm_kwargs)
         return model, int(model.num_features)
     import timm

@@ -122,13 +122,15 @@ class SaveCheckpoints(Callback):
 
 
 def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Path | None = None,
-                  save_at=()) -> dict:
+                  save_at=(), extra=None) -> dict:
     """Train ``learn`` with ``fit_one_cycle`` and save it, or load the run saved under ``name``-``key``.
 
     ``save_at`` lists epochs after which a checkpoint is kept as well (for a
     budget curve). Returns the history ``{"train": [per batch], "train_epoch":
     [...], "valid": [per epoch, the real validation loss], "checkpoints":
-    {epoch: path}, "seconds": training time, "loaded": bool}``.
+    {epoch: path}, "seconds": training time, "loaded": bool}``, plus what
+    ``extra(learn)`` returns after training (a JSON-able dict saved with the
+    run: chapter 2 keeps its per-epoch collapse diagnostics there).
     """
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     folder = Path(folder) if folder else cache_dir("checkpoints")
@@ -151,7 +153,7 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
                 "train_epoch": [float(v[0]) for v in values],
                 "valid": [float(v[1]) for v in values if len(v) > 1],
                 "checkpoints": {e: Path(p).name for e, p in saver.saved.items()}, "seconds": seconds,
-                "epochs": epochs}
+                "epochs": epochs, **(extra(learn) if extra else {})}
         if epochs in set(save_at):
             hist["checkpoints"][epochs] = path.name
         save_weights(learn.model, path, {"history": hist})

@@ -70,7 +70,8 @@ class FundusViews(nn.Module):
                 f"brightness={self.brightness}, contrast={self.contrast}, gain={self.gain}, gamma={self.gamma}, "
                 f"blur_p={self.blur_p}, blur_sigma={self.blur_sigma}, noise={self.noise}, hue={self.hue}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Views of ``x`` at its own size, or sampled straight to ``size`` × ``size`` px (DINO's local crops)."""
         b, dev = x.shape[0], x.device
         u = lambda lo, hi, *shape: torch.empty(b, *shape, device=dev).uniform_(lo, hi)  # noqa: E731
         # geometry: crop, rotation, flip in one sampling grid
@@ -80,7 +81,8 @@ class FundusViews(nn.Module):
         tx, ty = u(-1, 1) * (1 - s), u(-1, 1) * (1 - s)
         cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
         theta = torch.stack([torch.stack([cos * fx, -sin, tx], 1), torch.stack([sin * fx, cos, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = list(x.shape) if size is None else [b, x.shape[1], int(size), int(size)]
+        grid = F.affine_grid(theta, out, align_corners=False)
         v = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         fov = (v.amax(1, keepdim=True) > 0.02).float()  # the camera's changes stay inside the field of view
         # camera: white balance, gamma, brightness, contrast
@@ -118,8 +120,7 @@ def multi_crop(x: torch.Tensor, n_global: int = 2, n_local: int = 4, global_scal
     g.crop_scale, l.crop_scale = tuple(global_scale), tuple(local_scale)
     size = local_size or max(8, round(x.shape[-1] * 3 / 8))
     glob = [g(x) for _ in range(n_global)]
-    loc = [F.interpolate(l(x), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-           for _ in range(n_local)]
+    loc = [l(x, size=size) for _ in range(n_local)]  # sampled straight to the small size: cheap on a CPU
     return glob, loc
 
 

@@ -100,9 +100,9 @@ def main():
             with learn.no_bar(), learn.no_logging():
                 learn.fit_one_cycle(epochs, a.lr)
             secs = time.perf_counter() - t0
-            ssl = probe_all(enc, table, a.size)
             if a.method == "dino":  # probe the teacher, as DINO does
                 enc = learn.model.teacher[0]
+            ssl = probe_all(enc, table, a.size)
             row = dict(method=a.method if a.method == "simclr" else f"dino m={a.momentum}", encoder=a.encoder,
                        size=a.size, n_train=a.n_train, epochs=epochs, seed=seed, views=a.views,
                        bs=a.batch_size, lr=a.lr, temperature=a.temperature, seconds=round(secs, 1),

@@ -91,9 +91,11 @@ def teacher_temperature(epoch: int, warmup_epochs: int, warmup_temp: float, temp
 class DINOModel(nn.Module):
     """Student (encoder + head) and its teacher (an EMA copy, never trained by gradients)."""
 
-    def __init__(self, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128):
+    def __init__(self, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
+                 norm_last_layer: bool = True):
         super().__init__()
-        self.student = nn.Sequential(encoder, DINOHead(int(encoder.num_features), out_dim, hidden_dim, bottleneck_dim))
+        self.student = nn.Sequential(encoder, DINOHead(int(encoder.num_features), out_dim, hidden_dim, bottleneck_dim,
+                                                       norm_last_layer))
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -121,22 +123,25 @@ class DINO(Callback):
     centre moves toward the teacher's mean output; ``before_epoch``: the
     teacher temperature follows its warm-up. The teacher's EMA (cosine momentum
     schedule, ``after_step``) is :class:`helpers.runs.EMA`, which
-    :func:`dino_learner` adds. Diagnostics per batch go to
-    ``self.history`` (teacher entropy, KL to uniform) for chapter 2's collapse plots.
+    :func:`dino_learner` adds. Diagnostics per batch go to ``self.history``
+    (teacher entropy, KL to uniform); per epoch to ``self.epochs``: their
+    means, and with ``monitor`` (see :func:`helpers.evaluation.monitor_set`)
+    the spread of the teacher's embeddings (its head's bottleneck) and k-NN balanced accuracy — the
+    collapse diagnostics of chapter 2.
     """
     order = 1
 
     def __init__(self, out_dim: int, n_local: int = 4, global_scale=(0.5, 1.0), local_scale=(0.05, 0.25),
                  local_size: int | None = None, t_student: float = 0.1, t_teacher: float = 0.04,
                  warmup_t_teacher: float = 0.04, warmup_epochs: int = 0, center_momentum: float = 0.9,
-                 momentum: float = 0.996, centring: bool = True, views=None):
+                 momentum: float = 0.996, centring: bool = True, views=None, monitor: dict | None = None):
         super().__init__()
         self.out_dim, self.n_local, self.global_scale, self.local_scale = out_dim, n_local, global_scale, local_scale
         self.local_size, self.t_student, self.t_teacher_final = local_size, t_student, t_teacher
         self.warmup_t_teacher, self.warmup_epochs, self.center_momentum = warmup_t_teacher, warmup_epochs, center_momentum
-        self.momentum, self.centring, self.views = momentum, centring, views
+        self.momentum, self.centring, self.views, self.monitor = momentum, centring, views, monitor
         self.center = torch.zeros(1, out_dim)
-        self.t_teacher, self.history = t_teacher, []
+        self.t_teacher, self.history, self.epochs = t_teacher, [], []
 
     def before_fit(self):
         self.center = self.center.to(next(self.learn.model.parameters()).device)
@@ -144,6 +149,17 @@ class DINO(Callback):
     def before_epoch(self):
         self.t_teacher = teacher_temperature(self.epoch, self.warmup_epochs, self.warmup_t_teacher,
                                              self.t_teacher_final)
+        self._first = len(self.history)
+
+    def after_epoch(self):
+        from ..evaluation import collapse_diagnostics
+        rows = self.history[self._first:]
+        rec = {"epoch": self.epoch + 1, "t_teacher": self.t_teacher,
+               **{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("entropy", "kl_uniform")}}
+        if self.monitor is not None:
+            teacher = self.learn.model.teacher
+            rec.update(collapse_diagnostics(teacher[0], self.monitor, embed=teacher[1].mlp))
+        self.epochs.append(rec)
 
     def before_batch(self):
         x = self.learn.xb[0]
@@ -166,7 +182,7 @@ class DINO(Callback):
 
 
 def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 loss_fn=None, wd: float = 0.04, cbs=None, **knobs):
+                 norm_last_layer: bool = True, loss_fn=None, wd: float = 0.04, cbs=None, **knobs):
     """A fastai Learner for DINO pretraining; ``knobs`` go to the :class:`DINO` callback.
 
     ``dls`` must yield images in [0, 1] (``dataloaders(..., augment=False,
@@ -177,7 +193,7 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
     import fastai.callback.all  # noqa: F401
     cb = DINO(out_dim, **knobs)
     teacher = EMA(lambda m: m.student, lambda m: m.teacher, momentum=cb.momentum)  # cosine schedule to 1
-    model = DINOModel(encoder, out_dim, hidden_dim, bottleneck_dim)
+    model = DINOModel(encoder, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
     fn = loss_fn or dino_loss
     learn = Learner(dls, model, loss_func=lambda pred, *y: fn(pred[0], pred[1], cb.center, cb.t_student,
                                                                  cb.t_teacher),
@@ -186,3 +202,58 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
     return learn
+
+
+@torch.no_grad()
+def cls_attention(vit: nn.Module, x: torch.Tensor, block: int = -1) -> torch.Tensor:
+    """Self-attention of the CLS token over the patches in one block of a timm ViT: ``[B, heads, h, w]``.
+
+    Recomputed from the block's own ``qkv`` on the input its attention sees
+    (the output of ``norm1``, caught with a forward hook), exactly as the block
+    computes it — softmax(q·kᵀ/√d) — so fused attention kernels need not expose
+    their weights. Each map sums to at most 1 (the rest goes to the CLS and
+    register tokens). Chapter 2 overlays these maps on fundus images.
+    """
+    blk = vit.blocks[block]
+    seen = {}
+    hook = blk.norm1.register_forward_hook(lambda m, i, o: seen.__setitem__("x", o))
+    was = vit.training
+    try:
+        vit.eval()
+        vit(x)
+    finally:
+        hook.remove()
+        vit.train(was)
+    h = seen["x"]
+    a = blk.attn
+    b, n, c = h.shape
+    qkv = a.qkv(h).reshape(b, n, 3, a.num_heads, c // a.num_heads).permute(2, 0, 3, 1, 4)
+    q, k = a.q_norm(qkv[0]), a.k_norm(qkv[1])
+    attn = (q * a.scale @ k.transpose(-2, -1)).softmax(-1)
+    prefix = getattr(vit, "num_prefix_tokens", 1)
+    gh, gw = vit.patch_embed.dynamic_feat_size(x.shape[-2:]) if hasattr(vit.patch_embed, "dynamic_feat_size") \
+        else vit.patch_embed.grid_size
+    return attn[:, :, 0, prefix:].reshape(b, a.num_heads, gh, gw)
+
+
+def attention_share(attention: torch.Tensor, masks: torch.Tensor) -> dict:
+    """How much of the CLS attention falls inside ``masks``, against the masks' share of the image.
+
+    ``attention``: ``[B, h, w]`` (heads averaged), ``masks``: ``[B, H, W]``
+    booleans at image resolution. Each mask is averaged over the patch grid
+    (the fraction of every patch it covers); per image, attention share =
+    Σ attention·mask / Σ attention and area share = mean of the mask. Returns
+    the means over images with a non-empty mask, their ratio (1 = no
+    preference, chapter 2's target is ≥ 2) and the per-image values (for a
+    bootstrap over images).
+    """
+    m = F.adaptive_avg_pool2d(masks.float()[:, None], attention.shape[-2:])[:, 0]
+    keep = m.flatten(1).sum(1) > 0
+    if not bool(keep.any()):
+        raise ValueError("every mask is empty: nothing to measure attention against")
+    a, m = attention[keep].flatten(1), m[keep].flatten(1)
+    att = (a * m).sum(1) / a.sum(1)
+    area = m.mean(1)
+    return {"attention_share": float(att.mean()), "area_share": float(area.mean()),
+            "ratio": float(att.mean() / area.mean()), "n_images": int(keep.sum()),
+            "per_image_attention": att.tolist(), "per_image_area": area.tolist()}

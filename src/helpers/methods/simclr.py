@@ -81,3 +81,12 @@ def simclr_learner(dls, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
     return learn
+
+
+def chapter1_key(table, knobs, seed: int, temperature: float, epochs: int, views, tag: str = "main") -> str:
+    """The key chapter 1 saves a SimCLR run under, from its ``simclr`` knobs — chapter 2 reads the same runs
+    back with it (for its comparison table) instead of training them again."""
+    from ..runs import run_key
+    return run_key(chapter="01", tag=tag, seed=seed, temperature=temperature, epochs=epochs, views=repr(views),
+                   knobs={k: knobs[k] for k in ("encoder", "image_size", "batch_size", "lr", "proj_dim")},
+                   data=table.fingerprint())

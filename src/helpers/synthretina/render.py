@@ -16,7 +16,7 @@ from scipy import ndimage
 from .world import Camera
 
 MASKED = ("microaneurysms", "haemorrhages", "flame_haemorrhages", "exudates", "cotton_wool_spots",
-          "drusen", "neovascularisation", "av_nicking", "enlarged_cup", "disc_swelling")
+          "drusen", "neovascularisation", "av_nicking", "enlarged_cup", "disc_swelling", "optic_disc")
 
 _GRIDS: dict[int, tuple] = {}
 
@@ -252,6 +252,7 @@ def _disc(cv: _Canvas, e: _Eye, lab: dict) -> _Disc:
     cup_a = _sigmoid((lab["cdr"] * e.rd - d_disc) / 0.01)
     patch += (0.85 * cup_a)[..., None] * (np.array([1.0, 0.93, 0.78], np.float32) - patch)
     if cv.masks is not None:
+        cv.masks["optic_disc"][box] |= disc_a > 0.5  # every eye has one: the anatomy, not a finding
         if lab["glaucoma"]:
             cv.masks["enlarged_cup"][box] |= cup_a > 0.5
         if swell:
