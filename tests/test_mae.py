@@ -73,3 +73,37 @@ def test_mae_learner_trains_and_the_decoder_predicts_every_patch():
     assert any(not torch.equal(a, b) for a, b in zip(before, enc.parameters()))
     pred, mask, target = learn.model(torch.randn(2, 3, 32, 32))
     assert pred.shape == target.shape == (2, 16, 8 * 8 * 3) and int(mask.sum(1)[0]) == 16 - int(16 * 0.25)
+
+
+def test_layer_decay_groups_and_rates_follow_the_mae_recipe():
+    """One group per depth with the MAE authors' layer ids; fastai gives each group its own rate."""
+    import numpy as np
+    from fastai.callback.core import Callback
+    from fastai.learner import Learner
+    from helpers import transfer
+    vit = small_vit(img_size=32, patch_size=8, embed_dim=24, depth=3, num_heads=2)
+    model = transfer.classifier(vit, 2)
+    groups = transfer.vit_layer_groups(model)
+    assert len(groups) == 3 + 2
+    assert sum(len(g) for g in groups) == len(list(model.parameters()))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in groups[0]} == {"0.cls_token", "0.pos_embed", "0.patch_embed.proj.weight",
+                                                 "0.patch_embed.proj.bias"}
+    assert all(names[id(p)].startswith("0.blocks.1.") for p in groups[2])
+    assert "1.weight" in {names[id(p)] for p in groups[-1]}
+    lrs = transfer.layer_decay_lrs(1e-3, 0.65, 3)
+    # MAE's param_groups_lrd: scale = decay ** (num_layers - layer_id) with num_layers = depth + 1
+    assert np.allclose(lrs, [1e-3 * 0.65 ** (4 - i) for i in range(5)]) and lrs[-1] == 1e-3
+    from helpers.synthretina import synthretina_table
+    dls = data.dataloaders(synthretina_table(16, 8, 0, size=32, seed=0, progress=False), "amd", bs=8, size=32,
+                           device="cpu")
+    learn = Learner(dls, model, loss_func=torch.nn.CrossEntropyLoss(), splitter=transfer.vit_layer_groups)
+    seen = []
+
+    class Peak(Callback):  # the rates fastai sets for each group, batch by batch
+        def after_batch(self):
+            seen.append([h["lr"] for h in self.learn.opt.hypers])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(1, lrs, pct_start=0.5, cbs=[Peak()])
+    ratios = np.array(seen[0]) / np.array(seen[0])[-1]
+    assert np.allclose(ratios, lrs / lrs[-1])  # every group scaled as its layer id says

@@ -31,6 +31,31 @@ def two_groups(model: nn.Sequential) -> list:
     return [list(model[0].parameters()), list(model[1].parameters())]
 
 
+def vit_layer_groups(model: nn.Sequential) -> list:
+    """fastai splitter for ``nn.Sequential(timm ViT, head)``, one parameter group per depth (chapter 3, RETFound).
+
+    Group 0: patch embedding, CLS/register tokens and positional embedding; groups 1…n: the ViT's blocks; group
+    n + 1: everything after the blocks (final norms, head). The same layer ids as the MAE authors' layer-wise
+    decay, so :func:`layer_decay_lrs` gives the learning rate of each group.
+    """
+    vit, head = model[0], model[1]
+    first = [p for n, p in vit.named_parameters() if n.startswith(("patch_embed", "cls_token", "reg_token",
+                                                                     "pos_embed"))]
+    blocks = [list(b.parameters()) for b in vit.blocks]
+    seen = {id(p) for g in [first] + blocks for p in g}
+    last = [p for p in vit.parameters() if id(p) not in seen] + list(head.parameters())
+    return [first] + blocks + [last]
+
+
+def layer_decay_lrs(base_lr: float, decay: float, n_blocks: int) -> np.ndarray:
+    """Learning rate per :func:`vit_layer_groups` group: ``base_lr · decay^(n_blocks + 1 − layer_id)``.
+
+    The head (layer id ``n_blocks + 1``) trains at ``base_lr``, each block below at ``decay`` times the one above
+    (RETFound fine-tunes with decay 0.65). Pass the array as fastai's ``lr`` to ``fit_one_cycle``.
+    """
+    return np.array([base_lr * decay ** (n_blocks + 1 - i) for i in range(n_blocks + 2)])
+
+
 class _NoValidation(Callback):
     """Skip fastai's per-epoch validation: fine-tuning here reads only the test split at the end, and on a
     small label subset (many short epochs) validating every epoch would cost more than training."""
