@@ -99,7 +99,8 @@ def test_monitor_records_collapse_diagnostics_per_epoch():
     assert mon["x_train"].shape == (20, 3, 32, 32) and mon["x_valid"].shape == (20, 3, 32, 32)
     torch.manual_seed(0)
     enc, _ = create_encoder("small_cnn_narrow")
-    learn = dino.dino_learner(dls, enc, out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2, monitor=mon)
+    learn = dino.dino_learner(dls, enc, out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2,
+                              monitor=lambda t: evaluation.collapse_diagnostics(t[0], mon, embed=t[1].mlp))
     with learn.no_bar(), learn.no_logging():
         learn.fit(2, 1e-3)
     ep = learn.dino.epochs

@@ -269,27 +269,22 @@ def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     return PCA(2, random_state=seed).fit_transform(x)
 
 
-def monitor_set(table: ImageTable, target: str, n: int = 500, size: int | None = None, seed: int = 0) -> dict:
-    """A small labelled set to watch a self-supervised run with: ``n`` training images (the k-NN memory) and ``n``
-    validation images (the queries), normalised as the probes see them, with their ``target`` labels.
-
-    Chapter 2 passes it to the DINO callback, which calls :func:`collapse_diagnostics` after every epoch.
+def monitor_set(table: ImageTable, target: str, n: int = 500, size: int | None = None) -> dict:
+    """A small labelled set to watch a self-supervised run with: the first ``n`` training images (the k-NN
+    memory) and the first ``n`` validation images (the queries), normalised as the probes see them, with their
+    ``target`` labels. Chapter 2 passes it to :func:`collapse_diagnostics` after every DINO epoch.
     """
     dls = dataloaders(table, target, bs=n, size=size, device="cpu", augment=False, inference=True,
                       splits=("train", "valid"))
-    rng = np.random.default_rng(seed)
-    out = {}
+    out = {"n_classes": table.n_classes(target)}
     for split, dl in zip(("train", "valid"), dls.loaders):
-        xb, yb = dl.one_batch()
-        pick = torch.from_numpy(np.sort(rng.choice(len(xb), min(n, len(xb)), replace=False)))
-        out[f"x_{split}"], out[f"y_{split}"] = xb[pick].clone(), yb[pick].clone()
-    out["n_classes"] = table.n_classes(target)
+        out[f"x_{split}"], out[f"y_{split}"] = dl.one_batch()
     return out
 
 
 @torch.no_grad()
 def collapse_diagnostics(encoder: torch.nn.Module, monitor: dict, k: int = 10, embed=None) -> dict:
-    """Two signs of collapse in an encoder's features (chapter 2), on a :func:`monitor_set`:
+    """Two signs of collapse in an encoder's features (chapter 2, after every DINO epoch), on a :func:`monitor_set`:
 
     - ``embedding_std``: the spread of the L2-normalised embeddings ``embed(features)`` (the features themselves
       without ``embed``; DINO passes its head's bottleneck) across images, averaged over dimensions and

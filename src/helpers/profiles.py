@@ -74,6 +74,17 @@ def _merge(base: dict, extra: dict) -> dict:
 
 _TASKS = ["dr_grade", "hr_grade", "glaucoma", "amd", "site_id"]  # SynthRetina: four diagnoses and the nuisance
 
+_DINO_VIT_S16 = {  # chapter 2 on real data (gpu); full scales it up
+    "encoder": "vit_small_patch16_224", "encoder_kwargs": {"dynamic_img_size": True}, "image_size": 224,
+    "epochs": 30, "batch_size": 64, "lr": 5e-4, "momentum": 0.996, "out_dim": 4096, "hidden_dim": 2048,
+    "bottleneck_dim": 256, "norm_last_layer": True, "n_local": 6, "global_scale": [0.4, 1.0],
+    "local_scale": [0.05, 0.4], "local_size": 96, "t_student": 0.1, "t_teacher": 0.07,
+    "warmup_t_teacher": 0.04, "warmup_epochs": 10, "center_momentum": 0.9, "wd": 0.04, "seeds": [0, 1, 2],
+    "save_at": [10, 20, 30], "ablation_epochs": 5, "monitor_task": "dr_grade", "monitor_size": 300,
+    "attention_encoder": "vit_small_patch16_224", "attention_kwargs": {"dynamic_img_size": True},
+    "attention_epochs": 30, "attention_local_size": 96, "attention_save_at": [10, 20, 30],
+    "attention_images": 200, "compare_inits": ["random", "dino-vit-s16"]}
+
 _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
@@ -128,15 +139,7 @@ _PROFILES: dict[str, dict] = {
         "simclr": {"encoder": "resnet50", "image_size": 224, "epochs": 20, "batch_size": 128, "lr": 1e-3,
                    "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [5, 10, 20],
                    "sweep_temperatures": [0.05, 0.5], "compare_inits": ["random", "imagenet"]},
-        "dino": {"encoder": "vit_small_patch16_224", "encoder_kwargs": {"dynamic_img_size": True}, "image_size": 224,
-                 "epochs": 30, "batch_size": 64, "lr": 5e-4, "momentum": 0.996, "out_dim": 4096, "hidden_dim": 2048,
-                 "bottleneck_dim": 256, "norm_last_layer": True, "n_local": 6, "global_scale": [0.4, 1.0],
-                 "local_scale": [0.05, 0.4], "local_size": 96, "t_student": 0.1, "t_teacher": 0.07,
-                 "warmup_t_teacher": 0.04, "warmup_epochs": 10, "center_momentum": 0.9, "wd": 0.04, "seeds": [0, 1, 2],
-                 "save_at": [10, 20, 30], "ablation_epochs": 5, "monitor_task": "dr_grade", "monitor_size": 300,
-                 "attention_encoder": "vit_small_patch16_224", "attention_kwargs": {"dynamic_img_size": True},
-                 "attention_epochs": 30, "attention_local_size": 96, "attention_save_at": [10, 20, 30],
-                 "attention_images": 200, "compare_inits": ["random", "dino-vit-s16"]},
+        "dino": _DINO_VIT_S16,
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 5, "finetune_freeze_epochs": 1, "finetune_min_steps": 100,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},
@@ -151,15 +154,10 @@ _PROFILES: dict[str, dict] = {
                    "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [25, 50, 100, 200],
                    "sweep_temperatures": [0.05, 0.2, 0.5, 1.0],
                    "compare_inits": ["random", "imagenet"]},
-        "dino": {"encoder": "vit_small_patch16_224", "encoder_kwargs": {"dynamic_img_size": True}, "image_size": 224,
-                 "epochs": 100, "batch_size": 256, "lr": 5e-4, "momentum": 0.996, "out_dim": 65536, "hidden_dim": 2048,
-                 "bottleneck_dim": 256, "norm_last_layer": True, "n_local": 10, "global_scale": [0.4, 1.0],
-                 "local_scale": [0.05, 0.4], "local_size": 96, "t_student": 0.1, "t_teacher": 0.07,
-                 "warmup_t_teacher": 0.04, "warmup_epochs": 30, "center_momentum": 0.9, "wd": 0.04, "seeds": [0, 1, 2],
-                 "save_at": [25, 50, 100], "ablation_epochs": 10, "monitor_task": "dr_grade", "monitor_size": 1000,
-                 "attention_encoder": "vit_small_patch16_224", "attention_kwargs": {"dynamic_img_size": True},
-                 "attention_epochs": 100, "attention_local_size": 96, "attention_save_at": [25, 50, 100],
-                 "attention_images": 500, "compare_inits": ["random", "dino-vit-s16"]},
+        "dino": _merge(_DINO_VIT_S16, {"epochs": 100, "batch_size": 256, "out_dim": 65536, "n_local": 10,
+                                       "warmup_epochs": 30, "save_at": [25, 50, 100], "ablation_epochs": 10,
+                                       "monitor_size": 1000, "attention_epochs": 100,
+                                       "attention_save_at": [25, 50, 100], "attention_images": 500}),
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 20, "finetune_freeze_epochs": 1, "finetune_min_steps": 500,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},

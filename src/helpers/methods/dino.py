@@ -125,16 +125,16 @@ class DINO(Callback):
     schedule, ``after_step``) is :class:`helpers.runs.EMA`, which
     :func:`dino_learner` adds. Diagnostics per batch go to ``self.history``
     (teacher entropy, KL to uniform); per epoch to ``self.epochs``: their
-    means, and with ``monitor`` (see :func:`helpers.evaluation.monitor_set`)
-    the spread of the teacher's embeddings (its head's bottleneck) and k-NN balanced accuracy — the
-    collapse diagnostics of chapter 2.
+    means, plus what ``monitor(teacher)`` returns — chapter 2 passes
+    :func:`helpers.evaluation.collapse_diagnostics` on a monitor set
+    (embedding spread, k-NN balanced accuracy).
     """
     order = 1
 
     def __init__(self, out_dim: int, n_local: int = 4, global_scale=(0.5, 1.0), local_scale=(0.05, 0.25),
                  local_size: int | None = None, t_student: float = 0.1, t_teacher: float = 0.04,
                  warmup_t_teacher: float = 0.04, warmup_epochs: int = 0, center_momentum: float = 0.9,
-                 momentum: float = 0.996, centring: bool = True, views=None, monitor: dict | None = None):
+                 momentum: float = 0.996, centring: bool = True, views=None, monitor=None):
         super().__init__()
         self.out_dim, self.n_local, self.global_scale, self.local_scale = out_dim, n_local, global_scale, local_scale
         self.local_size, self.t_student, self.t_teacher_final = local_size, t_student, t_teacher
@@ -152,13 +152,11 @@ class DINO(Callback):
         self._first = len(self.history)
 
     def after_epoch(self):
-        from ..evaluation import collapse_diagnostics
         rows = self.history[self._first:]
         rec = {"epoch": self.epoch + 1, "t_teacher": self.t_teacher,
                **{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("entropy", "kl_uniform")}}
         if self.monitor is not None:
-            teacher = self.learn.model.teacher
-            rec.update(collapse_diagnostics(teacher[0], self.monitor, embed=teacher[1].mlp))
+            rec.update(self.monitor(self.learn.model.teacher))
         self.epochs.append(rec)
 
     def before_batch(self):

@@ -90,3 +90,29 @@ def chapter1_key(table, knobs, seed: int, temperature: float, epochs: int, views
     return run_key(chapter="01", tag=tag, seed=seed, temperature=temperature, epochs=epochs, views=repr(views),
                    knobs={k: knobs[k] for k in ("encoder", "image_size", "batch_size", "lr", "proj_dim")},
                    data=table.fingerprint())
+
+
+def pretrain(table, knobs, seed: int, device, views=None, temperature: float | None = None, epochs: int | None = None,
+             tag: str = "main", save_at=(), loss_fn=None, bar: bool = True):
+    """Chapter 1's SimCLR run from a fresh encoder, or the saved run read back: ``(model, history)``.
+
+    ``knobs`` is a profile's ``simclr`` group; chapter 1 trains with it (its exercise's ``loss_fn`` once solved)
+    and chapter 2 reads the same runs back for its comparison, under :func:`chapter1_key`.
+    """
+    from .. import data, env, models, runs
+    views = views or FundusViews()
+    temperature = knobs["temperature"] if temperature is None else temperature
+    epochs = knobs["epochs"] if epochs is None else epochs
+    env.seed_everything(seed)
+    enc, _ = models.create_encoder(knobs["encoder"])
+    dls = data.dataloaders(table, None, bs=knobs["batch_size"], size=knobs["image_size"], device=device,
+                           augment=False, normalize=False, seed=seed)
+    learn = simclr_learner(dls, enc, proj_dim=knobs["proj_dim"], temperature=temperature, views=views,
+                           loss_fn=loss_fn)
+    key = chapter1_key(table, knobs, seed, temperature, epochs, views, tag)
+    if bar:
+        hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="simclr", save_at=save_at)
+    else:
+        with learn.no_bar(), learn.no_logging():
+            hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="simclr", save_at=save_at)
+    return learn.model, hist
