@@ -112,3 +112,70 @@ def test_collapse_prediction_and_attention_reading_checks():
         checks.check_attention_reading("lesions", shares)
     with pytest.raises(checks.ExerciseError, match="maps"):
         checks.check_attention_reading("lesions", {"lesions": 1.0})
+
+
+def test_random_masking_check_accepts_the_library_and_names_each_mistake():
+    import torch
+    from helpers.methods.mae import random_masking
+    assert checks.check_random_masking(lambda x, r: random_masking(x, r))
+
+    def rounded(x, r):  # round() instead of int(): 36 · 0.1 = 3.6 -> 4 tokens
+        b, n, d = x.shape
+        keep = round(n * (1 - r))
+        ids = torch.argsort(torch.rand(b, n), 1)
+        mask = torch.ones(b, n)
+        mask[:, :keep] = 0
+        restore = torch.argsort(ids, 1)
+        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, d)), torch.gather(mask, 1, restore), restore
+    with pytest.raises(checks.ExerciseError, match="int"):
+        checks.check_random_masking(rounded)
+
+    def inverted(x, r):
+        kept, mask, restore = random_masking(x, r)
+        return kept, 1 - mask, restore
+    with pytest.raises(checks.ExerciseError, match="removed"):
+        checks.check_random_masking(inverted)
+
+    def same_order(x, r):  # one shuffle for the whole batch
+        b, n, d = x.shape
+        keep = int(n * (1 - r))
+        ids = torch.argsort(torch.rand(1, n), 1).expand(b, n)
+        mask = torch.ones(b, n)
+        mask[:, :keep] = 0
+        restore = torch.argsort(ids, 1)
+        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, d)), torch.gather(mask, 1, restore), restore
+    with pytest.raises(checks.ExerciseError, match="own random order"):
+        checks.check_random_masking(same_order)
+
+    def shuffle_not_restore(x, r):  # returns ids_shuffle where ids_restore belongs
+        b, n, d = x.shape
+        keep = int(n * (1 - r))
+        ids = torch.argsort(torch.rand(b, n), 1)
+        mask = torch.ones(b, n)
+        mask[:, :keep] = 0
+        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, d)), torch.gather(mask, 1, torch.argsort(ids, 1)), ids
+    with pytest.raises(checks.ExerciseError, match="shuffle"):
+        checks.check_random_masking(shuffle_not_restore)
+
+    def stub(x, r):
+        raise NotImplementedError
+    assert checks.check_random_masking(stub) is False
+
+
+def test_ratio_zero_and_layer_decay_checks():
+    from helpers.transfer import layer_decay_lrs
+    assert checks.check_ratio_zero_loss(0.0, 0.0)
+    with pytest.raises(checks.ExerciseError, match="which patches"):
+        checks.check_ratio_zero_loss(0.02, 0.0)
+    with pytest.raises(checks.ExerciseError, match="measured"):
+        checks.check_ratio_zero_loss(0.0, 0.3)
+    assert checks.check_ratio_zero_loss(None, 0.0) is False
+    assert checks.check_layer_decay(layer_decay_lrs)
+    with pytest.raises(checks.ExerciseError, match="reversed"):
+        checks.check_layer_decay(lambda b, d, n: layer_decay_lrs(b, d, n)[::-1])
+    with pytest.raises(checks.ExerciseError, match="off by one"):
+        checks.check_layer_decay(lambda b, d, n: layer_decay_lrs(b, d, n) * d)
+    with pytest.raises(checks.ExerciseError, match="groups"):
+        checks.check_layer_decay(lambda b, d, n: layer_decay_lrs(b, d, n)[1:])
+    with pytest.raises(checks.ExerciseError, match="expected"):
+        checks.check_layer_decay(lambda b, d, n: [b] * (n + 2))

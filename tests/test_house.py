@@ -12,11 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "helpers"
 # Public names written ahead of the chapter that uses them; each says which one. Keep this short.
-AWAITING = {  # public name -> the issue whose chapter will use it (empty: every helper is used)
-    "unpatchify": "chapter 3, MAE (issue 12): the library part is built and tested, the notebook is next",
-    "vit_layer_groups": "chapter 3, RETFound fine-tuning with layer-wise decay (issue 12): the notebook is next",
-    "layer_decay_lrs": "chapter 3, RETFound fine-tuning with layer-wise decay (issue 12): the notebook is next",
-}
+AWAITING = {}  # public name -> the issue whose chapter will use it (empty: every helper is used)
 
 
 def modules():

@@ -107,3 +107,17 @@ def test_layer_decay_groups_and_rates_follow_the_mae_recipe():
         learn.fit_one_cycle(1, lrs, pct_start=0.5, cbs=[Peak()])
     ratios = np.array(seen[0]) / np.array(seen[0])[-1]
     assert np.allclose(ratios, lrs / lrs[-1])  # every group scaled as its layer id says
+
+
+def test_pretrain_saves_the_run_and_reads_it_back(tmp_path, monkeypatch):
+    from helpers import profiles
+    from helpers.synthretina import synthretina_table
+    monkeypatch.setenv("RETINA_CACHE", str(tmp_path))
+    K = dict(profiles.load("smoke").mae, epochs=1)
+    table = synthretina_table(32, 8, 8, size=32, seed=0, progress=False)
+    m1, h1 = mae.pretrain(table, K, 0, "cpu", save_at=(1,), bar=False)
+    m2, h2 = mae.pretrain(table, K, 0, "cpu", save_at=(1,), bar=False)
+    assert not h1["loaded"] and h2["loaded"] and 1 in h2["checkpoints"]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    _, h3 = mae.pretrain(table, K, 0, "cpu", mask_ratio=0.5, bar=False)  # another ratio is another run
+    assert not h3["loaded"]

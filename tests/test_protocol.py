@@ -128,3 +128,25 @@ def test_bootstrap_difference_matches_the_probes_and_brackets_zero_for_equal_enc
     assert (df["lo"] > 0).all()  # the clean features are better, and the interval says so
     same = evaluation.bootstrap_difference(feats, feats, table, ["grade"], n_boot=200).iloc[0]
     assert same["diff"] == 0 and same["lo"] == 0 == same["hi"]
+
+
+def test_retfound_recipe_fine_tunes_a_vit_with_layer_decay_and_label_smoothing():
+    from helpers.models import small_vit
+    rng = np.random.default_rng(0)
+    n = 240
+    a = rng.integers(0, 2, n)
+    images = np.zeros((n, 16, 16, 3), np.uint8)
+    images[..., 0] = (a * 200)[:, None, None]
+    labels = pd.DataFrame({"a": a, "split": ["train"] * 160 + ["valid"] * 40 + ["test"] * 40})
+    table = ImageTable(images, labels, tasks={"a": "single"})
+    torch.manual_seed(0)
+    vit = small_vit(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2, global_pool="avg")
+    first = vit.patch_embed.proj.weight.detach().clone()
+    res = transfer.fine_tune(vit, table, ["a"], epochs=4, min_steps=40, bs=16, size=16, device="cpu", lr=3e-3,
+                             layer_decay=0.65, label_smoothing=0.1, warmup=0.2, wd=0.05)
+    assert res["a"]["balanced_accuracy"] > 0.9
+    assert not torch.equal(first, vit.patch_embed.proj.weight)  # no frozen phase: every layer trains
+    logits, y = torch.tensor([[4.0, -4.0], [-4.0, 4.0]]), torch.tensor([0, 1])
+    plain, smooth = transfer.MultiTaskLoss([2])(logits, y), transfer.MultiTaskLoss([2], 0.1)(logits, y)
+    assert torch.isclose(smooth, torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1))
+    assert smooth > plain  # confident right answers pay for the smoothing

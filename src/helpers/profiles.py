@@ -85,6 +85,23 @@ _DINO_VIT_S16 = {  # chapter 2 on real data (gpu); full scales it up
     "attention_epochs": 30, "attention_local_size": 96, "attention_save_at": [10, 20, 30],
     "attention_images": 200, "compare_inits": ["random", "dino-vit-s16"]}
 
+_EFFICIENCY = [  # chapter 3's efficiency table: RETFound beside RETFound-Green, random init outside gpu/full
+    {"label": "RETFound (ViT-L/16, MAE)", "arch": "vit_large_patch16_224", "kwargs": {}, "size": 224,
+     "init": "random"},
+    {"label": "RETFound-Green (ViT-S/14 + 4 registers)", "arch": "vit_small_patch14_reg4_dinov2",
+     "kwargs": {"img_size": 392}, "size": 392, "init": "random"}]
+
+_MAE_VIT_S16 = {  # chapter 3 on real data (gpu); full scales it to RETFound's ViT-L/16
+    "encoder": "vit_small_patch16_224", "encoder_kwargs": {"global_pool": "avg"}, "image_size": 224, "epochs": 50,
+    "batch_size": 128, "lr": 1e-3, "mask_ratio": 0.75, "decoder_dim": 256, "decoder_depth": 4, "decoder_heads": 8,
+    "norm_pix_loss": True, "wd": 0.05, "crop_scale": [0.2, 1.0], "seeds": [0, 1, 2], "save_at": [10, 25, 50],
+    "sweep_ratios": [0.5, 0.9], "sweep_seeds": [0], "sweep_epochs": 25, "sweep_finetune": True,
+    "finetune_fractions": [0.01, 0.1, 1.0], "finetune_epochs": 10,
+    "finetune_lr": 5e-4, "layer_decay": 0.65, "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05,
+    "finetune_min_steps": 100, "recon_images": 4, "compare_inits": ["retfound-mae", "retfound-green"],
+    "efficiency_models": [dict(m, init=w) for m, w in zip(_EFFICIENCY, ("retfound-mae", "retfound-green"))],
+    "efficiency_images": 64, "efficiency_batch": 32}
+
 _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
@@ -103,6 +120,17 @@ _PROFILES: dict[str, dict] = {
                  "attention_kwargs": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2},
                  "attention_epochs": 1, "attention_local_size": 16, "attention_save_at": [1], "attention_images": 16,
                  "compare_inits": ["random"]},
+        "mae": {"encoder": "small_vit", "encoder_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2,
+                                                           "num_heads": 2, "global_pool": "avg"},
+                "image_size": 32, "epochs": 2, "batch_size": 32, "lr": 2e-3, "mask_ratio": 0.75, "decoder_dim": 32,
+                "decoder_depth": 1, "decoder_heads": 2, "norm_pix_loss": False, "wd": 0.05, "crop_scale": [0.5, 1.0],
+                "seeds": [0, 1], "save_at": [1, 2], "sweep_ratios": [0.5], "sweep_seeds": [0],
+                "sweep_epochs": 1, "sweep_finetune": True,
+                "finetune_fractions": [1.0], "finetune_epochs": 1, "finetune_lr": 2e-3, "layer_decay": 0.75,
+                "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05, "finetune_min_steps": 4, "recon_images": 3,
+                "compare_inits": ["random"],
+                "efficiency_models": [dict(m, kwargs={**m["kwargs"], "img_size": 32}, size=32) for m in _EFFICIENCY],
+                "efficiency_images": 2, "efficiency_batch": 2},
         "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
                      "finetune_epochs": 1, "finetune_freeze_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 1e-2,
                      "finetune_lr_mult": 3},
@@ -127,6 +155,17 @@ _PROFILES: dict[str, dict] = {
                  "attention_kwargs": {"img_size": 48, "patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2},
                  "attention_epochs": 10, "attention_local_size": 24, "attention_save_at": [2, 5, 10],
                  "attention_images": 200, "compare_inits": ["random"]},
+        # knobs from tests/benchmarks/benchmark_mae.py (results/mae.jsonl); the ViT is chapter 2's attention ViT
+        "mae": {"encoder": "small_vit", "encoder_kwargs": {"img_size": 48, "patch_size": 8, "embed_dim": 64, "depth": 3,
+                                                           "num_heads": 2, "global_pool": "avg"},
+                "image_size": 48, "epochs": 60, "batch_size": 128, "lr": 2e-3, "mask_ratio": 0.75, "decoder_dim": 32,
+                "decoder_depth": 2, "decoder_heads": 2, "norm_pix_loss": False, "wd": 0.05, "crop_scale": [0.5, 1.0],
+                "seeds": [0, 1, 2], "save_at": [5, 20, 60], "sweep_ratios": [0.5, 0.9], "sweep_seeds": [0],
+                "sweep_epochs": 15, "sweep_finetune": False,
+                "finetune_fractions": [1.0], "finetune_epochs": 20, "finetune_lr": 3e-3, "layer_decay": 0.65,
+                "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05, "finetune_min_steps": 150,
+                "recon_images": 4, "compare_inits": ["random"], "efficiency_models": _EFFICIENCY,
+                "efficiency_images": 8, "efficiency_batch": 4},
         "protocol": {"tasks": _TASKS, "fractions": [0.01, 0.1, 1.0], "max_iter": 1000, "knn_k": 10,
                      "embedding": "tsne", "finetune_epochs": 10, "finetune_freeze_epochs": 1, "finetune_min_steps": 150,
                      "finetune_lr": 1e-2, "finetune_lr_mult": 3},
@@ -140,6 +179,7 @@ _PROFILES: dict[str, dict] = {
                    "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [5, 10, 20],
                    "sweep_temperatures": [0.05, 0.5], "compare_inits": ["random", "imagenet"]},
         "dino": _DINO_VIT_S16,
+        "mae": _MAE_VIT_S16,
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 5, "finetune_freeze_epochs": 1, "finetune_min_steps": 100,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},
@@ -158,6 +198,10 @@ _PROFILES: dict[str, dict] = {
                                        "warmup_epochs": 30, "save_at": [25, 50, 100], "ablation_epochs": 10,
                                        "monitor_size": 1000, "attention_epochs": 100,
                                        "attention_save_at": [25, 50, 100], "attention_images": 500}),
+        "mae": _merge(_MAE_VIT_S16, {"encoder": "vit_large_patch16_224", "epochs": 200, "batch_size": 256,
+                                     "lr": 1.5e-3, "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16,
+                                     "save_at": [50, 100, 200], "sweep_epochs": 100, "finetune_epochs": 50,
+                                     "efficiency_images": 256, "efficiency_batch": 64}),
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 20, "finetune_freeze_epochs": 1, "finetune_min_steps": 500,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},

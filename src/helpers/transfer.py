@@ -67,18 +67,20 @@ class _NoValidation(Callback):
 class MultiTaskLoss(nn.Module):
     """Sum over tasks of the cross-entropy of each task's block of logits (targets ``[B, n_tasks]``)."""
 
-    def __init__(self, n_classes):
+    def __init__(self, n_classes, label_smoothing: float = 0.0):
         super().__init__()
-        self.n_classes = list(n_classes)
+        self.n_classes, self.label_smoothing = list(n_classes), float(label_smoothing)
 
     def forward(self, pred, y):
         y = y.view(len(pred), -1)
-        return sum(F.cross_entropy(p, y[:, i]) for i, p in enumerate(pred.split(self.n_classes, dim=1)))
+        return sum(F.cross_entropy(p, y[:, i], label_smoothing=self.label_smoothing)
+                   for i, p in enumerate(pred.split(self.n_classes, dim=1)))
 
 
 def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.0, seed: int = 0,
               epochs: int = 6, freeze_epochs: int = 1, lr: float = 2e-3, lr_mult: float = 10, min_steps: int = 100,
-              bs: int = 64, size: int | None = None, device=None) -> dict:
+              bs: int = 64, size: int | None = None, device=None, layer_decay: float | None = None,
+              label_smoothing: float = 0.0, warmup: float = 0.1, wd: float | None = None) -> dict:
     """Fine-tune ``encoder`` on ``fraction`` of the training labels of every task in ``tasks``; test metrics per task.
 
     fastai's ``fine_tune``: ``freeze_epochs`` with the encoder frozen (head
@@ -88,6 +90,11 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     least ``min_steps`` optimiser steps. The label subset is stratified on the
     first task and drawn with ``seed`` (the same subset as the probes). The
     encoder is changed in place: pass a copy to keep it.
+
+    With ``layer_decay`` (chapter 3, RETFound's recipe; ``encoder`` a timm ViT) there is no frozen phase: one
+    ``fit_one_cycle`` over every layer, one parameter group per depth (:func:`vit_layer_groups`) at
+    :func:`layer_decay_lrs`, warm-up over the first ``warmup`` of the steps then cosine decay, Adam's β1 held at
+    0.9 (AdamW as RETFound), weight decay ``wd`` and ``label_smoothing`` in the loss.
     """
     from fastai.learner import Learner
     import fastai.callback.all  # noqa: F401
@@ -101,11 +108,18 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     steps = max(len(dls.train), 1)
     epochs = max(int(epochs), math.ceil(min_steps / steps))
     skip = _NoValidation()
-    learn = Learner(dls, classifier(encoder, n), loss_func=MultiTaskLoss(n), splitter=two_groups, cbs=[skip])
+    model = classifier(encoder, n)
+    extra = {} if wd is None else {"wd": wd}
+    learn = Learner(dls, model, loss_func=MultiTaskLoss(n, label_smoothing), cbs=[skip],
+                    splitter=two_groups if layer_decay is None else vit_layer_groups, **extra)
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
     with learn.no_bar(), learn.no_logging():
-        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, lr_mult=lr_mult)
+        if layer_decay is None:
+            learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, lr_mult=lr_mult)
+        else:
+            learn.fit_one_cycle(epochs, layer_decay_lrs(lr, layer_decay, len(encoder.blocks)), pct_start=warmup,
+                                moms=(0.9, 0.9, 0.9))
         learn.remove_cb(skip)
         preds, targs = learn.get_preds(dl=dls[2])
     preds, targs = preds.float(), targs.view(len(preds), -1).numpy()

@@ -149,3 +149,34 @@ def mae_learner(dls, encoder: nn.Module, mask_ratio: float = 0.75, decoder_dim: 
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
     return learn
+
+
+def pretrain(table, knobs, seed: int, device, mask_ratio: float | None = None, epochs: int | None = None,
+             tag: str = "main", save_at=(), loss_fn=None, bar: bool = True):
+    """Chapter 3's MAE run from a fresh ViT, or the saved run read back: ``(model, history)``.
+
+    ``knobs`` is a profile's ``mae`` group; ``mask_ratio``/``epochs`` override it (the mask-ratio sweep). The
+    key holds every knob that shapes the run, so chapter 6 can read the same checkpoints back.
+    """
+    from .. import data, env, models, runs
+    mask_ratio = knobs["mask_ratio"] if mask_ratio is None else mask_ratio
+    epochs = knobs["epochs"] if epochs is None else epochs
+    env.seed_everything(seed)
+    enc, _ = models.create_encoder(knobs["encoder"], **knobs["encoder_kwargs"])
+    dls = data.dataloaders(table, None, bs=knobs["batch_size"], size=knobs["image_size"], device=device,
+                           augment=False, normalize=False, seed=seed)
+    views = FundusViews(crop_scale=tuple(knobs["crop_scale"]), max_rotate=0, brightness=0, contrast=0, gain=0,
+                        gamma=0, blur_p=0, noise=0)
+    learn = mae_learner(dls, enc, mask_ratio, knobs["decoder_dim"], knobs["decoder_depth"], knobs["decoder_heads"],
+                        knobs["norm_pix_loss"], loss_fn=loss_fn, views=views, wd=knobs["wd"])
+    key = runs.run_key(chapter="03", tag=tag, seed=seed, mask_ratio=mask_ratio, epochs=epochs, views=repr(views),
+                       knobs={k: knobs[k] for k in ("encoder", "encoder_kwargs", "image_size", "batch_size", "lr",
+                                                    "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss",
+                                                    "wd")},
+                       data=table.fingerprint())
+    if bar:
+        hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="mae", save_at=save_at)
+    else:
+        with learn.no_bar(), learn.no_logging():
+            hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="mae", save_at=save_at)
+    return learn.model, hist
