@@ -20,11 +20,23 @@ import numpy as np
 import torch
 
 
+def _trim() -> None:
+    """glibc's ``malloc_trim(0)``: return the freed heap to the system (nothing elsewhere)."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _PeakRSS:
     """The largest resident set size of this process while the block runs, sampled by a thread."""
 
     def __enter__(self):
+        import gc
         import psutil
+        gc.collect()
+        _trim()  # hand memory freed by an earlier model back to the system, so this one's shows again
         self.proc, self.stop = psutil.Process(), threading.Event()
         self.base = self.peak = self.proc.memory_info().rss
         self.thread = threading.Thread(target=self._sample, daemon=True)

@@ -165,7 +165,7 @@ _PROFILES: dict[str, dict] = {
                 "finetune_fractions": [1.0], "finetune_epochs": 20, "finetune_lr": 3e-3, "layer_decay": 0.65,
                 "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05, "finetune_min_steps": 150,
                 "recon_images": 4, "compare_inits": ["random"], "efficiency_models": _EFFICIENCY,
-                "efficiency_images": 8, "efficiency_batch": 4},
+                "efficiency_images": 4, "efficiency_batch": 4},
         "protocol": {"tasks": _TASKS, "fractions": [0.01, 0.1, 1.0], "max_iter": 1000, "knn_k": 10,
                      "embedding": "tsne", "finetune_epochs": 10, "finetune_freeze_epochs": 1, "finetune_min_steps": 150,
                      "finetune_lr": 1e-2, "finetune_lr_mult": 3},
