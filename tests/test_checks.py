@@ -119,14 +119,15 @@ def test_random_masking_check_accepts_the_library_and_names_each_mistake():
     from helpers.methods.mae import random_masking
     assert checks.check_random_masking(lambda x, r: random_masking(x, r))
 
-    def rounded(x, r):  # round() instead of int(): 36 · 0.1 = 3.6 -> 4 tokens
-        b, n, d = x.shape
-        keep = round(n * (1 - r))
-        ids = torch.argsort(torch.rand(b, n), 1)
-        mask = torch.ones(b, n)
+    def masking_with(x, ids, keep):  # random_masking's steps for a given shuffle `ids` and count `keep`
+        mask = torch.ones(x.shape[:2])
         mask[:, :keep] = 0
         restore = torch.argsort(ids, 1)
-        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, d)), torch.gather(mask, 1, restore), restore
+        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, x.shape[2])), torch.gather(mask, 1, restore), \
+            restore
+
+    def rounded(x, r):  # round() instead of int(): 36 · 0.1 = 3.6 -> 4 tokens
+        return masking_with(x, torch.argsort(torch.rand(x.shape[:2]), 1), round(x.shape[1] * (1 - r)))
     with pytest.raises(checks.ExerciseError, match="int"):
         checks.check_random_masking(rounded)
 
@@ -137,23 +138,15 @@ def test_random_masking_check_accepts_the_library_and_names_each_mistake():
         checks.check_random_masking(inverted)
 
     def same_order(x, r):  # one shuffle for the whole batch
-        b, n, d = x.shape
-        keep = int(n * (1 - r))
-        ids = torch.argsort(torch.rand(1, n), 1).expand(b, n)
-        mask = torch.ones(b, n)
-        mask[:, :keep] = 0
-        restore = torch.argsort(ids, 1)
-        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, d)), torch.gather(mask, 1, restore), restore
+        b, n, _ = x.shape
+        return masking_with(x, torch.argsort(torch.rand(1, n), 1).expand(b, n), int(n * (1 - r)))
     with pytest.raises(checks.ExerciseError, match="own random order"):
         checks.check_random_masking(same_order)
 
     def shuffle_not_restore(x, r):  # returns ids_shuffle where ids_restore belongs
-        b, n, d = x.shape
-        keep = int(n * (1 - r))
-        ids = torch.argsort(torch.rand(b, n), 1)
-        mask = torch.ones(b, n)
-        mask[:, :keep] = 0
-        return torch.gather(x, 1, ids[:, :keep, None].expand(-1, -1, d)), torch.gather(mask, 1, torch.argsort(ids, 1)), ids
+        ids = torch.argsort(torch.rand(x.shape[:2]), 1)
+        kept, mask, _ = masking_with(x, ids, int(x.shape[1] * (1 - r)))
+        return kept, mask, ids
     with pytest.raises(checks.ExerciseError, match="shuffle"):
         checks.check_random_masking(shuffle_not_restore)
 

@@ -122,7 +122,7 @@ class SaveCheckpoints(Callback):
 
 
 def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Path | None = None,
-                  save_at=(), extra=None) -> dict:
+                  save_at=(), extra=None, bar: bool = True) -> dict:
     """Train ``learn`` with ``fit_one_cycle`` and save it, or load the run saved under ``name``-``key``.
 
     ``save_at`` lists epochs after which a checkpoint is kept as well (for a
@@ -130,7 +130,8 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
     [...], "valid": [per epoch, the real validation loss], "checkpoints":
     {epoch: path}, "seconds": training time, "loaded": bool}``, plus what
     ``extra(learn)`` returns after training (a JSON-able dict saved with the
-    run: chapter 2 keeps its per-epoch collapse diagnostics there).
+    run: chapter 2 keeps its per-epoch collapse diagnostics there). ``bar=False``
+    trains without fastai's progress bar and epoch table (runs read back in passing).
     """
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     folder = Path(folder) if folder else cache_dir("checkpoints")
@@ -146,7 +147,11 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
             return {**hist, "loaded": True}
         saver = SaveCheckpoints([e for e in save_at if e < epochs], ckpt)
         t0 = time.perf_counter()
-        learn.fit_one_cycle(epochs, lr, cbs=[saver])
+        if bar:
+            learn.fit_one_cycle(epochs, lr, cbs=[saver])
+        else:
+            with learn.no_bar(), learn.no_logging():
+                learn.fit_one_cycle(epochs, lr, cbs=[saver])
         seconds = time.perf_counter() - t0
         values = [v for v in learn.recorder.values if v]
         hist = {"train": [float(x) for x in learn.recorder.losses],

@@ -236,11 +236,7 @@ def pretrain(table, knobs, seed: int, device, encoder: str | None = None, encode
                        size=knobs["image_size"], monitor=[knobs["monitor_task"], knobs["monitor_size"]],
                        data=table.fingerprint())
     keep = lambda l: {"diagnostics": l.dino.epochs}  # noqa: E731  (saved with the run)
-    if bar:
-        hist = runs.load_or_train(learn, key, epochs, run["lr"], name="dino", save_at=save_at, extra=keep)
-    else:
-        with learn.no_bar(), learn.no_logging():
-            hist = runs.load_or_train(learn, key, epochs, run["lr"], name="dino", save_at=save_at, extra=keep)
+    hist = runs.load_or_train(learn, key, epochs, run["lr"], name="dino", save_at=save_at, extra=keep, bar=bar)
     return learn.model, hist
 
 

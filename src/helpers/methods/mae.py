@@ -174,9 +174,5 @@ def pretrain(table, knobs, seed: int, device, mask_ratio: float | None = None, e
                                                     "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss",
                                                     "wd")},
                        data=table.fingerprint())
-    if bar:
-        hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="mae", save_at=save_at)
-    else:
-        with learn.no_bar(), learn.no_logging():
-            hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="mae", save_at=save_at)
+    hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="mae", save_at=save_at, bar=bar)
     return learn.model, hist

@@ -110,9 +110,5 @@ def pretrain(table, knobs, seed: int, device, views=None, temperature: float | N
     learn = simclr_learner(dls, enc, proj_dim=knobs["proj_dim"], temperature=temperature, views=views,
                            loss_fn=loss_fn)
     key = chapter1_key(table, knobs, seed, temperature, epochs, views, tag)
-    if bar:
-        hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="simclr", save_at=save_at)
-    else:
-        with learn.no_bar(), learn.no_logging():
-            hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="simclr", save_at=save_at)
+    hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="simclr", save_at=save_at, bar=bar)
     return learn.model, hist
