@@ -1,4 +1,5 @@
 """Pretrained-weight loaders on checkpoints built here in each official key layout, served from 127.0.0.1."""
+import copy
 import io
 import pickle
 
@@ -7,6 +8,7 @@ import timm
 import torch
 
 from helpers import downloads, weights
+from helpers.views import FUNDUS_MEAN, FUNDUS_STD
 from fixtures_http import FileServer
 
 
@@ -14,6 +16,11 @@ def as_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def fundus_normalised(pixels):
+    """What the book's dataloaders give an encoder: [0, 1] pixels normalised with the fundus statistics."""
+    return (pixels - torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1)) / torch.tensor(FUNDUS_STD).view(1, 3, 1, 1)
 
 
 def test_retfound_layout_token_and_key_mapping(tmp_path, monkeypatch, capsys):
@@ -36,6 +43,7 @@ def test_retfound_layout_token_and_key_mapping(tmp_path, monkeypatch, capsys):
     assert "0 missing, 0 unexpected" in out  # decoder and mask token dropped by the key map
     for k, v in vit.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
+    assert model.input_stats == {"mean": weights.IMAGENET_MEAN, "std": weights.IMAGENET_STD}  # RETFound: ImageNet
 
 
 def test_retfound_green_from_a_release(tmp_path, monkeypatch, capsys):
@@ -47,10 +55,13 @@ def test_retfound_green_from_a_release(tmp_path, monkeypatch, capsys):
         model = weights.pretrained_encoder("retfound-green", cache=tmp_path, progress=False)
     assert "0 missing, 0 unexpected" in capsys.readouterr().out
     assert model.global_pool == "avg"
-    x = torch.randn(1, 3, 392, 392)
+    pixels = torch.rand(1, 3, 392, 392)
     ref.global_pool = "avg"
-    with torch.no_grad():
-        assert torch.allclose(model.eval()(x), ref.eval()(x), atol=1e-5)
+    with torch.no_grad():  # the book feeds fundus-normalised images; RETFound-Green was trained on (x - 0.5) / 0.5
+        expected = ref.eval()((pixels - 0.5) / 0.5)
+        assert torch.allclose(model.eval()(fundus_normalised(pixels)), expected, atol=1e-4)
+        assert torch.allclose(copy.deepcopy(model)(fundus_normalised(pixels)), expected, atol=1e-4)  # as fine-tuning copies
+    assert model.input_stats == {"mean": (0.5,) * 3, "std": (0.5,) * 3}
 
 
 def test_flair_vision_tower_is_extracted(tmp_path, monkeypatch, capsys):
@@ -65,6 +76,9 @@ def test_flair_vision_tower_is_extracted(tmp_path, monkeypatch, capsys):
         model = weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18", progress=False)
     assert "0 missing, 0 unexpected" in capsys.readouterr().out
     assert torch.equal(model.conv1.weight, resnet.conv1.weight)
+    pixels = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # FLAIR reads plain [0, 1] pixels
+        assert torch.allclose(model.eval()(fundus_normalised(pixels)), resnet.eval()(pixels), atol=1e-4)
 
 
 def test_mismatched_keys_are_reported(capsys):

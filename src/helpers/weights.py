@@ -15,7 +15,7 @@ or the tests' local server). Every error raised here is a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from .downloads import DownloadError, GatedError, fetch
 from .env import cache_dir
 
 HF_ENV, GITHUB_ENV = "RETINA_HF_ENDPOINT", "RETINA_GITHUB_ENDPOINT"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class WeightsError(DownloadError):
@@ -40,6 +41,8 @@ class WeightsInfo:
     gated: bool
     img_size: int
     notes: str = ""
+    mean: tuple = IMAGENET_MEAN  # the per-channel statistics the weights were trained with, on [0, 1] pixels
+    std: tuple = IMAGENET_STD
 
 
 WEIGHTS = {
@@ -58,10 +61,11 @@ WEIGHTS = {
     "retfound-green": WeightsInfo("retfound-green", "vit_small_patch14_reg4_dinov2", "github",
                                   "justinengelmann/RETFound_Green/releases/download/v0.1/retfoundgreen_statedict.pth",
                                   "see the RETFound-Green repository", False, 392,
-                                  "normalisation mean = std = 0.5; global average pooling"),
+                                  "normalisation mean = std = 0.5; global average pooling", (0.5,) * 3, (0.5,) * 3),
     "flair-resnet50": WeightsInfo("flair-resnet50", "resnet50", "hf", "jusiro2/FLAIR/flair_resnet.pth",
                                   "Apache-2.0", False, 512,
-                                  "vision tower only; the file name on the hub is not verified here"),
+                                  "vision tower only; the file name on the hub is not verified here; pixels in "
+                                  "[0, 1], no mean/std normalisation (FLAIR's preprocess_image)", (0.0,) * 3, (1.0,) * 3),
 }
 
 
@@ -107,6 +111,37 @@ def map_keys(name: str, state: dict) -> dict:
     return dict(state)
 
 
+class Renormalize:
+    """A forward pre-hook: the book's fundus-normalised input → the normalisation the weights were trained with.
+
+    Every chapter's dataloaders normalise with ``views.FUNDUS_MEAN/STD``; RETFound expects ImageNet statistics,
+    RETFound-Green 0.5/0.5 and FLAIR plain [0, 1] pixels (chapter 3 explains why it matters). The hook maps
+    ``x`` back to pixels and on to the weights' statistics, so the encoder keeps its class and attributes.
+    """
+
+    def __init__(self, mean, std):
+        from .views import FUNDUS_MEAN, FUNDUS_STD
+        src_m, src_s = torch.tensor(FUNDUS_MEAN), torch.tensor(FUNDUS_STD)
+        dst_m, dst_s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.scale = (src_s / dst_s).view(1, 3, 1, 1)              # x_w = x · scale + shift
+        self.shift = ((src_m - dst_m) / dst_s).view(1, 3, 1, 1)
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+    def __call__(self, module, args):
+        x = args[0]
+        return (x * self.scale.to(x.device, x.dtype) + self.shift.to(x.device, x.dtype),) + tuple(args[1:])
+
+    def __repr__(self):
+        return f"Renormalize(fundus -> mean={self.mean}, std={self.std})"
+
+
+def expect_fundus_input(model: torch.nn.Module, w: WeightsInfo) -> torch.nn.Module:
+    """Register :class:`Renormalize` on ``model`` for the statistics of ``w``; ``model.input_stats`` records them."""
+    model.register_forward_pre_hook(Renormalize(w.mean, w.std))
+    model.input_stats = {"mean": w.mean, "std": w.std}
+    return model
+
+
 def load_into(model: torch.nn.Module, state: dict, name: str = "") -> dict:
     """Load ``state`` into ``model`` non-strictly and report what did not match."""
     model_keys = set(model.state_dict())
@@ -128,17 +163,21 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
                        progress: bool = True) -> torch.nn.Module:
     """A timm encoder (``num_classes=0``: it returns pooled features) with official weights loaded.
 
-    ``arch`` overrides the timm architecture (the tests load small checkpoints in
+    It takes the book's fundus-normalised images: a forward pre-hook (:class:`Renormalize`) converts them to the
+    statistics the weights were trained with (``WeightsInfo.mean/std``). ``arch`` overrides the timm architecture (the tests load small checkpoints in
     the official key layouts into small models).
     """
     import timm
     w = info(name)
     if w.host == "timm":
         try:
-            return timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0)
+            model = timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0)
         except Exception as exc:  # noqa: BLE001 - timm raises various errors when offline
             raise DownloadError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
                                "Without internet, use the random initialisation (profile smoke or cpu).") from None
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        return expect_fundus_input(model, replace(w, mean=tuple(cfg.get("mean", w.mean)),
+                                                  std=tuple(cfg.get("std", w.std))))
     token = token or os.environ.get("HF_TOKEN")
     if w.gated and not token:
         raise GatedError(f"{name} is gated: log in at huggingface.co, accept the terms on the model page "
@@ -152,4 +191,4 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
     load_into(model, map_keys(name, read_checkpoint(dest)), name)
     if name == "retfound-green":
         model.global_pool = "avg"
-    return model
+    return expect_fundus_input(model, w)
