@@ -133,6 +133,21 @@ def test_disk_cache_has_the_real_dataset_layout(tmp_path):
     assert list(t1.labels["dr_grade"]) == list(mem.labels["dr_grade"])
 
 
+def test_generated_tables_are_read_back_identical_without_generating_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETINA_CACHE", str(tmp_path))
+    first = data.load("synthretina", size=32, n_train=6, n_valid=3, n_test=3, seed=5, progress=False)
+    assert len(list((tmp_path / "synthretina").glob("*.npz"))) == 1
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated again although the table was cached")
+    monkeypatch.setattr(S, "generate", no_generation)
+    again = data.load("synthretina", size=32, n_train=6, n_valid=3, n_test=3, seed=5, progress=False)
+    assert again.fingerprint() == first.fingerprint()  # same pixels, labels and dtypes: the same run keys
+    assert list(again.labels.columns) == list(first.labels.columns)
+    with pytest.raises(AssertionError, match="generated again"):  # another seed is another table
+        data.load("synthretina", size=32, n_train=6, n_valid=3, n_test=3, seed=6, progress=False)
+
+
 def test_a_small_cnn_learns_the_grades_in_seconds():
     """Learnability at smoke size: 600 images of 32 px, 15 epochs of a 3-layer CNN (a few seconds).
     Measured here: balanced accuracy DR 0.35, HR 0.43, glaucoma 0.91 (chance 0.2, 0.2, 0.5)."""

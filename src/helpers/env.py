@@ -1,4 +1,4 @@
-"""Where a chapter runs: device, seeds, and the folders for data and caches.
+"""Where a chapter runs: device, seeds, the folders for data and caches, and safe writes into them.
 
 Every chapter's setup cell calls these (explained in "How to run this book").
 No function here hard-codes a device: CUDA, then Apple MPS, then the CPU.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,25 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(tmp_path)`` on a unique temporary name beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def lock(path: Path):
+    """A cross-process lock for the cache entry ``path`` (a ``.lock`` file beside it)."""
+    from filelock import FileLock
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(f".{path.name}.lock")))

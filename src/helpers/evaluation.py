@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .data import dataloaders
-from .env import cache_dir
-from .runs import atomic_write, lock, weights_fingerprint
+from .env import atomic_write, cache_dir, lock
+from .runs import weights_fingerprint
 from .table import ImageTable
 
 

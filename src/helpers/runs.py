@@ -14,15 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
-import uuid
 from pathlib import Path
 
 import torch
 from fastai.callback.core import Callback
 
-from .env import cache_dir
+from .env import atomic_write, cache_dir, lock
 
 
 def run_key(**parts) -> str:
@@ -49,28 +47,6 @@ def array_fingerprint(arrays: dict) -> str:
         h.update(repr((k, a.shape, str(a.dtype))).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` on a unique temporary name beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def lock(path: Path):
-    """A cross-process lock for the cache entry ``path`` (a ``.lock`` file beside it)."""
-    from filelock import FileLock
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path.with_name(f".{path.name}.lock")))
 
 
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:

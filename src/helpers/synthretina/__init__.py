@@ -119,7 +119,9 @@ def synthretina_table(n_train=None, n_valid=None, n_test=None, size=None, seed: 
                       progress: bool = True) -> ImageTable:
     """SynthRetina as an :class:`~helpers.data.ImageTable` (what ``helpers.data.load("synthretina")`` returns).
 
-    In memory by default; with ``cache=True`` the images and ``labels.csv`` are
+    In memory, generated once per machine and kept under ``$RETINA_CACHE/synthretina`` (keyed by the
+    configuration, the seed, the sizes and a hash of SynthRetina's source), so every chapter after the first
+    reads it back in seconds; with ``cache=True`` the images and ``labels.csv`` are instead
     written once to ``<root>/synthretina-<key>/`` (the layout of a real
     dataset) and read back from there on later calls. ``site`` becomes an
     integer column ``site_id`` too, so it can serve as a target.
@@ -136,14 +138,45 @@ def synthretina_table(n_train=None, n_valid=None, n_test=None, size=None, seed: 
         if not (folder / "labels.csv").exists():
             save_dataset(folder, cfg, seed, size, ns, progress)
         return load_folder(folder)
-    imgs, tabs = [], []
-    for split, n in ns.items():
-        im, lab = generate(int(n), seed, size, cfg, split, progress)
-        lab["split"] = split
-        imgs.append(im)
-        tabs.append(lab)
-    labels = pd.concat(tabs, ignore_index=True)
-    return _table(np.concatenate(imgs), labels, cfg)
+    from ..env import atomic_write, cache_dir, lock
+    path = cache_dir("synthretina") / f"{cfg.key()}-{_source_key()}-s{seed}-{size}px-{n_train}-{n_valid}-{n_test}.npz"
+    with lock(path):  # generated once per machine, then read back by every chapter (seconds instead of minutes)
+        if path.exists():
+            images, labels = _read_arrays(path)
+        else:
+            imgs, tabs = [], []
+            for split, n in ns.items():
+                im, lab = generate(int(n), seed, size, cfg, split, progress)
+                lab["split"] = split
+                imgs.append(im)
+                tabs.append(lab)
+            images, labels = np.concatenate(imgs), pd.concat(tabs, ignore_index=True)
+            atomic_write(path, lambda tmp: _write_arrays(tmp, images, labels))
+    return _table(images, labels, cfg)
+
+
+def _source_key() -> str:
+    """A hash of SynthRetina's own source files: changing the world or the renderer invalidates the cache."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:8]
+
+
+def _write_arrays(path: Path, images: np.ndarray, labels: pd.DataFrame) -> None:
+    """Images and every label column in one ``.npz`` (no pickles: text columns as fixed-width unicode)."""
+    cols = {f"label:{c}": (labels[c].to_numpy(dtype=str) if labels[c].dtype.kind not in "biuf"
+                           else labels[c].to_numpy()) for c in labels.columns}
+    with open(path, "wb") as f:
+        np.savez(f, images=images, columns=np.array(list(labels.columns), dtype=str), **cols)
+
+
+def _read_arrays(path: Path):
+    with np.load(path, allow_pickle=False) as z:
+        labels = pd.DataFrame({c: (pd.Series(z[f"label:{c}"], dtype="str") if z[f"label:{c}"].dtype.kind == "U"
+                                   else z[f"label:{c}"]) for c in z["columns"]})
+        return z["images"], labels
 
 
 def _table(images, labels, cfg) -> ImageTable:
