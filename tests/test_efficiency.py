@@ -1,6 +1,8 @@
 """The cost table of chapter 3: parameters, embedding size, speed, probe time and peak memory, measured."""
 import numpy as np
 import pandas as pd
+import torch
+
 from helpers import efficiency
 from helpers.models import small_vit
 from helpers.table import ImageTable
@@ -26,3 +28,9 @@ def test_probe_seconds_times_the_shared_probe_on_embeddings_of_that_size():
     table = ImageTable(np.zeros((300, 4, 4, 3), np.uint8), labels, tasks={"y": "single"})
     small, big = efficiency.probe_seconds(8, table, "y"), efficiency.probe_seconds(512, table, "y")
     assert 0 < small < 60 and 0 < big < 60
+
+
+def test_machine_description_keys_the_cached_table():
+    a, b = efficiency.machine("cpu"), efficiency.machine("cpu")
+    assert a == b and set(a) == {"cpu", "threads", "torch", "accelerator"}
+    assert a["accelerator"] == "cpu" and a["threads"] == torch.get_num_threads() and a["cpu"]

@@ -96,6 +96,21 @@ def measure(make_encoder, size: int, n_images: int = 8, bs: int = 4, device=None
             "images_per_s": n_batches * len(x) / best, "peak_memory_MB": peak / 2 ** 20}
 
 
+def machine(device=None) -> dict:
+    """What the measurements depend on: processor, threads, accelerator and torch version (keys chapter 3's cache
+    of the efficiency table, so a warm run reads the table measured on this machine instead of measuring again)."""
+    import platform
+    device = torch.device(device or "cpu")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "accelerator": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
+
+
 def probe_seconds(dim: int, table, task: str, seed: int = 0, max_iter: int = 1000) -> float:
     """Seconds to fit the shared linear probe on embeddings of size ``dim`` for every training image of ``table``.
 

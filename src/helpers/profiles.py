@@ -162,7 +162,7 @@ _PROFILES: dict[str, dict] = {
                 "decoder_depth": 2, "decoder_heads": 2, "norm_pix_loss": False, "wd": 0.05, "crop_scale": [0.5, 1.0],
                 "seeds": [0, 1, 2], "save_at": [5, 20, 60], "sweep_ratios": [0.5, 0.9], "sweep_seeds": [0],
                 "sweep_epochs": 15, "sweep_finetune": False,
-                "finetune_fractions": [1.0], "finetune_epochs": 20, "finetune_lr": 3e-3, "layer_decay": 0.65,
+                "finetune_fractions": [0.1, 1.0], "finetune_epochs": 20, "finetune_lr": 3e-3, "layer_decay": 0.65,
                 "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05, "finetune_min_steps": 150,
                 "recon_images": 4, "compare_inits": ["random"], "efficiency_models": _EFFICIENCY,
                 "efficiency_images": 4, "efficiency_batch": 4},
