@@ -175,3 +175,12 @@ def test_cached_json_computes_once_per_key(tmp_path):
     b = runs.cached_json("ft", "k", compute, folder=tmp_path / "sub")
     c = runs.cached_json("ft", "other", compute, folder=tmp_path / "sub")
     assert a == b == c and len(calls) == 2
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_clearly(tmp_path):
+    small, wider = torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.nn.Sequential(torch.nn.Linear(4, 2),
+                                                                                   torch.nn.Linear(2, 2))
+    path = runs.save_weights(wider, tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="another architecture.*unexpected.*delete it"):
+        runs.load_weights(small, path)
+    runs.load_weights(wider, path)  # the same architecture loads

@@ -61,7 +61,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> dict:
     """Load a safetensors checkpoint into ``model``; returns its metadata (decoded)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-    model.load_state_dict(load_file(str(path)))
+    state, own = load_file(str(path)), model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:  # some libraries' modules load non-strictly: refuse another architecture here
+        raise ValueError(f"{path} was saved from another architecture (missing {missing[:4]}, unexpected "
+                         f"{unexpected[:4]}); delete it to train again")
+    model.load_state_dict(state)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     return {k: json.loads(v) for k, v in meta.items()}

@@ -1,0 +1,13 @@
+"""Checks for the chapters' exercises: each tells the student whether an answer is right.
+
+A check prints a line starting with ✅ when the answer is right and raises
+:class:`ExerciseError` with a hint when it is not; an exercise left as
+``raise NotImplementedError`` is reported as not attempted yet. The chapter
+that poses each exercise is named in the check's docstring. Instructors: see
+the "For instructors" page.
+"""
+from .core import ExerciseError, exercise, passed, pending  # noqa: F401
+from .ch00 import check_dr_rule, check_hr_answers, check_site_shortcut  # noqa: F401
+from .ch01 import check_nt_xent, check_learned_invariance, check_colour_shortcut, check_temperature_answer  # noqa: F401
+from .ch02 import check_dino_loss, check_center_update, check_collapse_prediction, check_attention_reading  # noqa: F401
+from .ch03 import check_random_masking, check_ratio_zero_loss, check_layer_decay  # noqa: F401

@@ -1,0 +1,43 @@
+"""Checks for chapter 0's exercises (see :mod:`helpers.checks`)."""
+from __future__ import annotations
+
+from .core import ExerciseError, _digest, _finite, exercise, passed
+
+
+@exercise("write my_dr_grade")
+def check_dr_rule(fn) -> bool:
+    """Chapter 0, exercise 1: ``fn(counts) -> grade`` agrees with SynthRetina's DR rule."""
+    import itertools
+    from ..synthretina import dr_grade_rule
+    for ma, hm, ex, nv in itertools.product([0, 1, 5], [0, 1, 9, 10, 15], [0, 3], [0, 1]):
+        counts = {"n_microaneurysms": ma, "n_haemorrhages": hm, "n_exudates": ex, "n_neovascularisation": nv}
+        want, got = dr_grade_rule(ma, hm, ex, nv), fn(counts)
+        if got != want:
+            raise ExerciseError(f"for {counts} the grade is {want}, you returned {got}. "
+                                "Check the rules from grade 4 downwards: the most severe finding decides.")
+    return passed("your DR rule agrees with SynthRetina's on 60 combinations of findings")
+
+
+@exercise("fill in hr_answers")
+def check_hr_answers(answers: dict) -> bool:
+    """Chapter 0, exercise 2: the HR grades of three described eyes (answers stored hashed)."""
+    want = {'a': 'd9b9fb85d6a52f42', 'b': 'd9a3ab15e7730fff', 'c': 'f7652537c79edd74'}
+    wrong = [k for k in want if _digest(f"ch00-hr:{k}:{answers.get(k)}") != want[k]]
+    if wrong:
+        raise ExerciseError(f"not yet right: {', '.join(wrong)}. Remember: the highest finding present decides, "
+                            "whether or not the lower ones are present.")
+    return passed("all three HR grades are right")
+
+
+@exercise("compute acc_correlated and acc_independent")
+def check_site_shortcut(acc_correlated: float, acc_independent: float) -> bool:
+    """Chapter 0, exercise 3: the site predicts the grade only when they are correlated."""
+    if not (_finite(acc_correlated) and _finite(acc_independent)):
+        raise ExerciseError("give two accuracies between 0 and 1")
+    if acc_correlated < 0.5:
+        raise ExerciseError(f"with site_correlation=1.0 the site should predict the grade well, got "
+                            f"{acc_correlated:.2f}; did you map each site to its most frequent grade?")
+    if acc_independent > 0.4:
+        raise ExerciseError(f"with site_correlation=0.0 the site should be near chance (0.2), got {acc_independent:.2f}")
+    return passed(f"the site alone predicts the grade ({acc_correlated:.2f}) only when correlated "
+                  f"({acc_independent:.2f} otherwise): a model can score well by recognising the camera")

@@ -1,0 +1,90 @@
+"""Checks for chapter 1's exercises (see :mod:`helpers.checks`)."""
+from __future__ import annotations
+
+from .core import ExerciseError, _finite, exercise, passed
+
+
+@exercise("write nt_xent")
+def check_nt_xent(fn) -> bool:
+    """Chapter 1, exercise 1: ``fn(z1, z2, temperature)`` equals the library NT-Xent on random inputs."""
+    import torch
+    from ..methods.simclr import nt_xent_loss
+    for batch, dim, temp in [(4, 8, 0.1), (16, 32, 0.5), (7, 3, 1.0)]:
+        g = torch.Generator().manual_seed(batch)
+        z1, z2 = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
+        got, want = float(fn(z1, z2, temp)), float(nt_xent_loss(z1, z2, temp))
+        if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+            hint = ("Normalise the embeddings, divide the similarities by the temperature, exclude each "
+                    "view's similarity with itself, and average the cross-entropy over all 2N views.")
+            raise ExerciseError(f"with batch {batch} and temperature {temp}: got {got:.5f}, "
+                                f"expected {want:.5f}. {hint}")
+    return passed("your NT-Xent matches the library's on three batch sizes and temperatures")
+
+
+def _mean_score(scores) -> float:
+    import numpy as np
+    vals = list(scores.values()) if isinstance(scores, dict) else list(scores)
+    if not vals or not all(_finite(v) for v in vals):
+        raise ExerciseError("give one finite balanced accuracy per diagnosis")
+    return float(np.mean(vals))
+
+
+@exercise("pretrain with the label-destroying views")
+def check_learned_invariance(answer: str, safe_scores, destroyed_scores, tolerance: float = 0.01) -> bool:
+    """Chapter 1, exercise 2: did invariance to label-destroying views cost the diagnoses? Checked against the run.
+
+    ``safe_scores`` / ``destroyed_scores``: linear-probe balanced accuracy per
+    diagnosis of the encoder pretrained with safe and with destroying views;
+    ``answer``: "yes" if pretraining with the destroying views lowered them.
+    """
+    safe, bad = _mean_score(safe_scores), _mean_score(destroyed_scores)
+    drop = safe - bad
+    if answer not in ("yes", "no"):
+        raise ExerciseError("answer 'yes' or 'no'")
+    if abs(drop) < tolerance:
+        return passed(f"the two encoders are within {tolerance} ({safe:.3f} vs {bad:.3f}): too close to call "
+                      "at this budget, either answer is fair — say so in your own words")
+    truth = "yes" if drop > 0 else "no"
+    if answer != truth:
+        raise ExerciseError(f"look again at your numbers: safe views {safe:.3f}, destroying views {bad:.3f} "
+                            "(mean over the diagnoses)")
+    return passed(f"right: mean probe {safe:.3f} with safe views vs {bad:.3f} with destroying views "
+                  f"({'a drop' if drop > 0 else 'no drop'} of {abs(drop):.3f})")
+
+
+@exercise("switch the camera augmentations off")
+def check_colour_shortcut(no_camera_views, site_with: float, site_without: float) -> bool:
+    """Chapter 1, exercise 3: views without any camera change, and the site probe of both encoders."""
+    changes = {k: getattr(no_camera_views, k, None) for k in ("gain", "gamma", "noise", "blur_p")}
+    left = [k for k, v in changes.items() if v != 0]
+    if left:
+        raise ExerciseError(f"your views still change the camera: {', '.join(left)} should be 0")
+    if not (_finite(site_with) and _finite(site_without)):
+        raise ExerciseError("give the two site-probe balanced accuracies")
+    word = "less" if site_with < site_without else "more"
+    return passed(f"views right; the encoder pretrained with camera changes encodes the site {word} "
+                  f"({site_with:.3f} vs {site_without:.3f} without them)")
+
+
+@exercise("read the temperature sweep")
+def check_temperature_answer(best: float, reading: str, temperatures, scores) -> bool:
+    """Chapter 1, exercise 4: the best temperature of *your* sweep, and where it lies (checked against the run).
+
+    ``reading``: "lowest", "intermediate" or "highest" — where the best τ lies in the swept range.
+    """
+    import numpy as np
+    temps = np.asarray(temperatures, float)
+    order = np.argsort(temps)
+    temps, scores = temps[order], np.asarray(scores, float)[order]
+    i = int(np.argmax(scores))
+    want = float(temps[i])
+    where = "lowest" if i == 0 else "highest" if i == len(temps) - 1 else "intermediate"
+    if reading not in ("lowest", "intermediate", "highest"):
+        raise ExerciseError("reading is 'lowest', 'intermediate' or 'highest'")
+    if not _finite(best) or abs(float(best) - want) > 1e-9:
+        raise ExerciseError(f"your sweep scored {dict(zip(temps.tolist(), np.round(scores, 3).tolist()))}: "
+                            "which τ has the highest probe?")
+    if reading != where:
+        raise ExerciseError(f"τ = {want} is the {where} of the temperatures you swept")
+    spread = float(scores.max() - scores.min())
+    return passed(f"right: τ = {want} ({where}); the sweep spans {spread:.3f} of balanced accuracy")
