@@ -1,5 +1,6 @@
 """Every exercise check accepts a right answer, rejects a wrong one with a hint, and reports a stub as pending."""
 import pytest
+import torch
 
 from helpers import checks
 from helpers.views import FundusViews
@@ -172,3 +173,49 @@ def test_ratio_zero_and_layer_decay_checks():
         checks.check_layer_decay(lambda b, d, n: layer_decay_lrs(b, d, n)[1:])
     with pytest.raises(checks.ExerciseError, match="expected"):
         checks.check_layer_decay(lambda b, d, n: [b] * (n + 2))
+
+
+def test_q_sample_check_accepts_the_library_and_names_each_mistake():
+    from helpers.methods import diffusion as D
+
+    def stub(x0, noise, t, abar):
+        raise NotImplementedError
+
+    def per_sample(abar, t, like):
+        a = abar[torch.as_tensor(t).long()]
+        return a.view(-1, 1, 1, 1) if a.ndim else a
+
+    assert checks.check_q_sample(D.add_noise)
+    assert checks.check_q_sample(stub) is False
+    with pytest.raises(checks.ExerciseError, match="square roots"):
+        checks.check_q_sample(lambda x0, n, t, abar: per_sample(abar, t, x0) * x0 + (1 - per_sample(abar, t, x0)) * n)
+    with pytest.raises(checks.ExerciseError, match="swapped"):
+        checks.check_q_sample(lambda x0, n, t, abar: (1 - per_sample(abar, t, x0)).sqrt() * x0
+                              + per_sample(abar, t, x0).sqrt() * n)
+    with pytest.raises(checks.ExerciseError, match="cumulative"):
+        b = D.betas(1000, "cosine")
+        checks.check_q_sample(lambda x0, n, t, abar: (1 - per_sample(b, t, x0)).sqrt() * x0
+                              + per_sample(b, t, x0).sqrt() * n)
+    with pytest.raises(checks.ExerciseError, match="shaped like x0"):
+        checks.check_q_sample(lambda x0, n, t, abar: abar[t].sqrt() * x0.flatten(1).T + 0)
+
+
+def test_latent_scale_and_guidance_checks():
+    from helpers.methods import diffusion as D
+    assert checks.check_latent_scale(D.latent_scale)
+    with pytest.raises(checks.ExerciseError, match="standard deviation; the scale"):
+        checks.check_latent_scale(lambda z: float(z.std()))
+    with pytest.raises(checks.ExerciseError, match="variance over-corrects"):
+        checks.check_latent_scale(lambda z: float(1 / z.var()))
+    with pytest.raises(checks.ExerciseError, match="one number"):
+        checks.check_latent_scale(lambda z: float(1 / z.abs().mean()))
+    assert checks.check_guidance(D.guided, "the unconditional model")
+    assert checks.check_guidance(D.guided, None) is False
+    with pytest.raises(checks.ExerciseError, match="put s = 0"):
+        checks.check_guidance(D.guided, "the conditional model")
+    with pytest.raises(checks.ExerciseError, match="one of"):
+        checks.check_guidance(D.guided, "something else")
+    with pytest.raises(checks.ExerciseError, match="start from the unconditional"):
+        checks.check_guidance(lambda c, u, s: c + s * (c - u), "the unconditional model")
+    with pytest.raises(checks.ExerciseError, match="unconditional term is missing"):
+        checks.check_guidance(lambda c, u, s: s * c, "the unconditional model")

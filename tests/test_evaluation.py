@@ -102,3 +102,34 @@ def test_two_processes_building_the_same_features_both_succeed(tmp_path):
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
     assert len({o.strip().splitlines()[-1] for o, _ in outs}) == 1
     assert len(list(tmp_path.glob("*.npz"))) == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_frechet_distance_equals_the_formula_on_the_encoders_features():
+    import scipy.linalg
+    import torch
+    from helpers.evaluation import frechet_distance
+    from helpers.views import FUNDUS_MEAN, FUNDUS_STD
+
+    class Enc(torch.nn.Module):
+        num_features = 6
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 3, stride=2)
+
+        def forward(self, x):
+            return self.conv(x).relu().mean((2, 3))
+
+    torch.manual_seed(0)
+    enc = Enc()
+    real, fake = torch.rand(200, 3, 16, 16), (torch.rand(150, 3, 16, 16) * 0.6 + 0.2)
+    norm = lambda x: (x - torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1)) / torch.tensor(FUNDUS_STD).view(1, 3, 1, 1)  # noqa: E731
+    with torch.no_grad():
+        fr, ff = enc(norm(real)).double().numpy(), enc(norm(fake)).double().numpy()
+    m1, m2 = fr.mean(0), ff.mean(0)
+    s1, s2 = np.cov(fr, rowvar=False), np.cov(ff, rowvar=False)
+    want = float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real))
+    got = frechet_distance(enc, real, fake, bs=64)
+    assert got == pytest.approx(want, rel=1e-3)
+    assert abs(frechet_distance(enc, real, real)) < 1e-6 < got
+    assert enc.training  # the encoder's mode is restored

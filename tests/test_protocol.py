@@ -150,3 +150,22 @@ def test_retfound_recipe_fine_tunes_a_vit_with_layer_decay_and_label_smoothing()
     plain, smooth = transfer.MultiTaskLoss([2])(logits, y), transfer.MultiTaskLoss([2], 0.1)(logits, y)
     assert torch.isclose(smooth, torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1))
     assert smooth > plain  # confident right answers pay for the smoothing
+
+
+def test_a_trained_classifier_is_kept_and_predicts_every_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETINA_CACHE", str(tmp_path))
+    rng = np.random.default_rng(1)
+    n = 240
+    a, b = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    images = np.zeros((n, 16, 16, 3), np.uint8)
+    images[np.arange(n), :, :, a] = 200                          # task a: which channel is lit (kept by brightness)
+    images[b == 1, ::2] //= 4                                      # task b: stripes
+    labels = pd.DataFrame({"a": a, "b": b, "split": ["train"] * 160 + ["valid"] * 40 + ["test"] * 40})
+    table = ImageTable(images, labels, tasks={"a": "single", "b": "single"})
+    model = transfer.train_classifier(table, ["a", "b"], arch="small_cnn_narrow", epochs=10, lr=1e-2, bs=16, size=16)
+    x = torch.from_numpy(images[200:]).permute(0, 3, 1, 2).float() / 255
+    pa, pb = transfer.predict(model, x, [3, 2])
+    assert pa.shape == (40, 3) and pb.shape == (40, 2) and np.allclose(pa.sum(1), 1, atol=1e-5)
+    assert (pa.argmax(1) == a[200:]).mean() > 0.9 and (pb.argmax(1) == b[200:]).mean() > 0.9
+    again = transfer.train_classifier(table, ["a", "b"], arch="small_cnn_narrow", epochs=10, lr=1e-2, bs=16, size=16)
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), again.state_dict().values()))

@@ -180,6 +180,42 @@ def protocol(features: dict, table: ImageTable, tasks, fractions=(1.0,), probes=
     return pd.DataFrame(rows)
 
 
+def frechet_distance(encoder: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, size: int | None = None,
+                     bs: int = 256) -> float:
+    """The Fréchet distance between two image sets in the feature space of ``encoder`` (chapter 4).
+
+    ``real``/``fake``: float images in [0, 1], ``[N, 3, H, W]`` (resized to ``size`` and normalised with the
+    fundus statistics, as the book's encoders see them). torchmetrics' ``FrechetInceptionDistance`` with the
+    book's own encoder as the feature extractor — the formula of FID, but not Inception's features, so its values
+    are not comparable with published FIDs.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from .views import FUNDUS_MEAN, FUNDUS_STD
+
+    class Features(torch.nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc, self.num_features = enc, int(enc.num_features)
+            self.register_buffer("mean", torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(FUNDUS_STD).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            if size is not None and x.shape[-1] != size:
+                x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            return self.enc((x.float() - self.mean) / self.std).float()
+
+    device = next(encoder.parameters()).device
+    was = encoder.training
+    fid = FrechetInceptionDistance(feature=Features(encoder.eval()), normalize=True).to(device)
+    try:
+        for imgs, is_real in ((real, True), (fake, False)):
+            for i in range(0, len(imgs), bs):
+                fid.update(imgs[i:i + bs].to(device), real=is_real)
+        return float(fid.compute())
+    finally:
+        encoder.train(was)
+
+
 def _probe_predictions(features: dict, ytr, max_iter: int) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

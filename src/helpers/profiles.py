@@ -102,6 +102,14 @@ _MAE_VIT_S16 = {  # chapter 3 on real data (gpu); full scales it to RETFound's V
     "efficiency_models": [dict(m, init=w) for m, w in zip(_EFFICIENCY, ("retfound-mae", "retfound-green"))],
     "efficiency_images": 64, "efficiency_batch": 32}
 
+_DIFFUSION_GPU = {  # chapter 4 on real data (gpu, 128 px, conditioned on the DR grade); not yet run on a GPU
+    "image_size": 128, "condition": ["dr_grade"], "vae_channels": [64, 128, 128, 128], "latent_channels": 4,
+    "vae_epochs": 20, "vae_batch_size": 32, "vae_lr": 1e-3, "kl_weight": 1e-6, "unet_channels": [64, 128, 256],
+    "unet_epochs": 100, "unet_batch_size": 64, "unet_lr": 2e-4, "T": 1000, "schedule": "cosine", "p_uncond": 0.15,
+    "ema": 0.999, "sample_steps": 50, "ddpm_steps": 1000, "guidance": 3.0, "guidance_sweep": [0.0, 1.0, 3.0],
+    "n_per_class": 100, "grader_epochs": 10, "grader_lr": 1e-3, "real_counts": [300, 1080], "n_synthetic": 2000,
+    "ssl_steps": 1000, "seeds": [0, 1, 2], "released_generator": None}
+
 _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
@@ -131,6 +139,13 @@ _PROFILES: dict[str, dict] = {
                 "compare_inits": ["random"],
                 "efficiency_models": [dict(m, kwargs={**m["kwargs"], "img_size": 32}, size=32) for m in _EFFICIENCY],
                 "efficiency_images": 2, "efficiency_batch": 2},
+        "diffusion": {"image_size": 32, "condition": ["glaucoma", "amd"], "vae_channels": [16, 16, 16],
+                      "latent_channels": 4, "vae_epochs": 1, "vae_batch_size": 32, "vae_lr": 3e-3, "kl_weight": 1e-6,
+                      "unet_channels": [16, 32], "unet_epochs": 2, "unet_batch_size": 32, "unet_lr": 2e-3, "T": 1000,
+                      "schedule": "cosine", "p_uncond": 0.15, "ema": 0.9, "sample_steps": 5, "ddpm_steps": 10,
+                      "guidance": 3.0, "guidance_sweep": [0.0, 1.0, 3.0], "n_per_class": 40, "grader_epochs": 1,
+                      "grader_lr": 3e-3, "real_counts": [64, 192], "n_synthetic": 32, "ssl_steps": 4, "seeds": [0, 1],
+                      "released_generator": None},
         "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
                      "finetune_epochs": 1, "finetune_freeze_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 1e-2,
                      "finetune_lr_mult": 3},
@@ -166,6 +181,14 @@ _PROFILES: dict[str, dict] = {
                 "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05, "finetune_min_steps": 150,
                 "recon_images": 4, "compare_inits": ["random"], "efficiency_models": _EFFICIENCY,
                 "efficiency_images": 4, "efficiency_batch": 4},
+        # knobs from the prototype runs in the chapter 4 section of tests/benchmarks/results/diffusion.jsonl
+        "diffusion": {"image_size": 32, "condition": ["glaucoma", "amd"], "vae_channels": [16, 32, 32],
+                      "latent_channels": 4, "vae_epochs": 10, "vae_batch_size": 32, "vae_lr": 3e-3, "kl_weight": 1e-6,
+                      "unet_channels": [32, 64], "unet_epochs": 60, "unet_batch_size": 128, "unet_lr": 2e-3, "T": 1000,
+                      "schedule": "cosine", "p_uncond": 0.15, "ema": 0.995, "sample_steps": 25, "ddpm_steps": 250,
+                      "guidance": 3.0, "guidance_sweep": [0.0, 1.0, 3.0], "n_per_class": 64, "grader_epochs": 10,
+                      "grader_lr": 3e-3, "real_counts": [500, 2000], "n_synthetic": 1000, "ssl_steps": 150,
+                      "seeds": [0, 1, 2], "released_generator": None},
         "protocol": {"tasks": _TASKS, "fractions": [0.01, 0.1, 1.0], "max_iter": 1000, "knn_k": 10,
                      "embedding": "tsne", "finetune_epochs": 10, "finetune_freeze_epochs": 1, "finetune_min_steps": 150,
                      "finetune_lr": 1e-2, "finetune_lr_mult": 3},
@@ -180,6 +203,7 @@ _PROFILES: dict[str, dict] = {
                    "sweep_temperatures": [0.05, 0.5], "compare_inits": ["random", "imagenet"]},
         "dino": _DINO_VIT_S16,
         "mae": _MAE_VIT_S16,
+        "diffusion": _DIFFUSION_GPU,
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 5, "finetune_freeze_epochs": 1, "finetune_min_steps": 100,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},
@@ -202,6 +226,8 @@ _PROFILES: dict[str, dict] = {
                                      "lr": 1.5e-3, "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16,
                                      "save_at": [50, 100, 200], "sweep_epochs": 100, "finetune_epochs": 50,
                                      "efficiency_images": 256, "efficiency_batch": 64}),
+        "diffusion": _merge(_DIFFUSION_GPU, {"unet_epochs": 400, "n_synthetic": 20000, "n_per_class": 500,
+                                             "released_generator": "deretfound"}),
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 20, "finetune_freeze_epochs": 1, "finetune_min_steps": 500,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},

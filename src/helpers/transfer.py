@@ -128,3 +128,43 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
         out[task] = metrics(targs[:, i], p.softmax(1).numpy(), table.tasks.get(task) == "ordinal")
     out["_epochs"] = epochs
     return out
+
+
+def train_classifier(table: ImageTable, tasks, arch: str = "small_cnn_narrow", epochs: int = 10, lr: float = 3e-3,
+                     bs: int = 64, size: int | None = None, seed: int = 0, device=None, name: str = "classifier",
+                     bar: bool = False) -> nn.Sequential:
+    """A supervised multi-task classifier (``classifier(encoder, …)``), trained once on the training split of
+    ``table`` with fundus augmentations and read back afterwards (keyed by everything that made it).
+
+    Chapter 4 grades generated images with one trained on real images, and trains one on generated images (the
+    classification accuracy score).
+    """
+    from fastai.learner import Learner
+    import fastai.callback.all  # noqa: F401
+    from . import env, models, runs
+    tasks = list(tasks)
+    n = [table.n_classes(t) for t in tasks]
+    env.seed_everything(seed)
+    model = classifier(models.create_encoder(arch)[0], n)
+    dls = dataloaders(table, tasks, bs=bs, size=size, device=device, augment=True, seed=seed)
+    learn = Learner(dls, model, loss_func=MultiTaskLoss(n), cbs=[_NoValidation()])
+    if dls.device is not None and torch.device(dls.device).type == "cuda":
+        learn = learn.to_fp16()
+    key = runs.run_key(kind="classifier", arch=arch, tasks=tasks, epochs=epochs, lr=lr, bs=bs, size=size, seed=seed,
+                       data=table.fingerprint())
+    runs.load_or_train(learn, key, epochs, lr, name=name, bar=bar)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, n_classes, bs: int = 256) -> list:
+    """Class probabilities per task (one ``[N, n]`` array each) for float images in [0, 1] ``[N, 3, H, W]``."""
+    from .views import FUNDUS_MEAN, FUNDUS_STD
+    device = next(model.parameters()).device
+    mean = torch.tensor(FUNDUS_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(FUNDUS_STD, device=device).view(1, 3, 1, 1)
+    model = model.eval()
+    out = torch.cat([model((images[i:i + bs].to(device).float() - mean) / std).float().cpu()
+                     for i in range(0, len(images), bs)])
+    n = [n_classes] if isinstance(n_classes, int) else list(n_classes)
+    return [p.softmax(1).numpy() for p in out.split(n, dim=1)]

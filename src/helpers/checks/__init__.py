@@ -11,3 +11,4 @@ from .ch00 import check_dr_rule, check_hr_answers, check_site_shortcut  # noqa: 
 from .ch01 import check_nt_xent, check_learned_invariance, check_colour_shortcut, check_temperature_answer  # noqa: F401
 from .ch02 import check_dino_loss, check_center_update, check_collapse_prediction, check_attention_reading  # noqa: F401
 from .ch03 import check_random_masking, check_ratio_zero_loss, check_layer_decay  # noqa: F401
+from .ch04 import check_q_sample, check_latent_scale, check_guidance  # noqa: F401
