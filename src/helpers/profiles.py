@@ -106,7 +106,7 @@ _DIFFUSION_GPU = {  # chapter 4 on real data (gpu, 128 px, conditioned on the DR
     "image_size": 128, "condition": ["dr_grade"], "vae_channels": [64, 128, 128, 128], "latent_channels": 4,
     "vae_epochs": 20, "vae_batch_size": 32, "vae_lr": 1e-3, "kl_weight": 1e-6, "unet_channels": [64, 128, 256],
     "unet_epochs": 100, "unet_batch_size": 64, "unet_lr": 2e-4, "T": 1000, "schedule": "cosine", "p_uncond": 0.15,
-    "ema": 0.999, "sample_steps": 50, "ddpm_steps": 1000, "guidance": 3.0, "guidance_sweep": [0.0, 1.0, 3.0],
+    "ema": 0.999, "sample_steps": 50, "ddpm_steps": 1000, "guidance": 3.0, "fd_guidance": 1.3, "guidance_sweep": [0.0, 1.0, 1.3, 3.0],
     "n_per_class": 100, "grader_epochs": 10, "grader_lr": 1e-3, "real_counts": [300, 1080], "n_synthetic": 2000,
     "ssl_steps": 1000, "seeds": [0, 1, 2], "released_generator": None}
 
@@ -143,7 +143,7 @@ _PROFILES: dict[str, dict] = {
                       "latent_channels": 4, "vae_epochs": 1, "vae_batch_size": 32, "vae_lr": 3e-3, "kl_weight": 1e-6,
                       "unet_channels": [16, 32], "unet_epochs": 2, "unet_batch_size": 32, "unet_lr": 2e-3, "T": 1000,
                       "schedule": "cosine", "p_uncond": 0.15, "ema": 0.9, "sample_steps": 5, "ddpm_steps": 10,
-                      "guidance": 3.0, "guidance_sweep": [0.0, 1.0, 3.0], "n_per_class": 40, "grader_epochs": 1,
+                      "guidance": 3.0, "fd_guidance": 1.3, "guidance_sweep": [0.0, 1.0, 1.3, 3.0], "n_per_class": 40, "grader_epochs": 1,
                       "grader_lr": 3e-3, "real_counts": [64, 192], "n_synthetic": 32, "ssl_steps": 4, "seeds": [0, 1],
                       "released_generator": None},
         "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
@@ -186,7 +186,7 @@ _PROFILES: dict[str, dict] = {
                       "latent_channels": 4, "vae_epochs": 10, "vae_batch_size": 32, "vae_lr": 3e-3, "kl_weight": 1e-6,
                       "unet_channels": [32, 64], "unet_epochs": 60, "unet_batch_size": 128, "unet_lr": 2e-3, "T": 1000,
                       "schedule": "cosine", "p_uncond": 0.15, "ema": 0.995, "sample_steps": 25, "ddpm_steps": 250,
-                      "guidance": 3.0, "guidance_sweep": [0.0, 1.0, 3.0], "n_per_class": 64, "grader_epochs": 10,
+                      "guidance": 3.0, "fd_guidance": 1.3, "guidance_sweep": [0.0, 1.0, 1.3, 3.0], "n_per_class": 64, "grader_epochs": 10,
                       "grader_lr": 3e-3, "real_counts": [500, 2000], "n_synthetic": 1000, "ssl_steps": 150,
                       "seeds": [0, 1, 2], "released_generator": None},
         "protocol": {"tasks": _TASKS, "fractions": [0.01, 0.1, 1.0], "max_iter": 1000, "knn_k": 10,

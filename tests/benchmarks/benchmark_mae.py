@@ -52,6 +52,7 @@ def main():
     ap.add_argument("--ft-epochs", type=int, default=10)
     ap.add_argument("--ft-lr", type=float, default=2e-3)
     ap.add_argument("--ft-min-steps", type=int, default=150)
+    ap.add_argument("--ft-bs", type=int, default=64)
     ap.add_argument("--layer-decay", type=float, default=0.75)
     ap.add_argument("--scratch-decays", type=float, nargs="+", default=None,
                     help="layer decays for the ViT from scratch (default: --layer-decay; 1.0 = none, as the MAE "
@@ -82,7 +83,7 @@ def main():
             lp[name] = {t: evaluation.probe(f, table, t)["linear"]["balanced_accuracy"] for t in TASKS}
         row = dict(vit=vit, n_train=a.n_train, epochs=a.epochs, mask_ratio=a.mask_ratio, norm_pix=a.norm_pix,
                    decoder=[a.decoder_dim, a.decoder_depth], bs=a.batch_size, lr=a.lr, seed=seed, ft_lr=a.ft_lr,
-                   layer_decay=a.layer_decay, ft_epochs=a.ft_epochs, label_smoothing=0.1, ft_wd=0.05,
+                   layer_decay=a.layer_decay, ft_epochs=a.ft_epochs, ft_bs=a.ft_bs, label_smoothing=0.1, ft_wd=0.05,
                    seconds=round(secs, 1), img_per_s=round(a.epochs * a.n_train / secs, 1), final_loss=loss,
                    lp_gain={t: round(100 * (lp["mae"][t] - lp["random"][t]), 1) for t in TASKS}, lp=lp, ft={})
         print(f"seed {seed}: {secs:.0f} s pretraining ({row['img_per_s']} img/s), loss {loss:.3f}; "
@@ -96,7 +97,7 @@ def main():
             for name, e, decay in runs:
                 env.seed_everything(seed)
                 res[name] = transfer.fine_tune(copy.deepcopy(e), table, TASKS, frac, seed, epochs=a.ft_epochs,
-                                               lr=a.ft_lr, min_steps=a.ft_min_steps, bs=64, size=a.size,
+                                               lr=a.ft_lr, min_steps=a.ft_min_steps, bs=a.ft_bs, size=a.size,
                                                device="cpu", layer_decay=decay, label_smoothing=0.1,
                                                wd=0.05)
             best = {t: max(res[n][t]["balanced_accuracy"] for n, _, _ in runs[1:]) for t in TASKS}
