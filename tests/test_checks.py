@@ -219,3 +219,31 @@ def test_latent_scale_and_guidance_checks():
         checks.check_guidance(lambda c, u, s: c + s * (c - u), "the unconditional model")
     with pytest.raises(checks.ExerciseError, match="unconditional term is missing"):
         checks.check_guidance(lambda c, u, s: s * c, "the unconditional model")
+
+
+def test_flair_loss_prototype_and_prompt_checks():
+    import torch.nn.functional as F
+    from helpers.methods import flair as FL
+    assert checks.check_flair_loss(FL.flair_loss)
+    with pytest.raises(checks.ExerciseError, match="one direction"):
+        checks.check_flair_loss(lambda lg, t: F.cross_entropy(lg, t))
+    with pytest.raises(checks.ExerciseError, match="averaged, not summed"):
+        checks.check_flair_loss(lambda lg, t: F.cross_entropy(lg, t) + F.cross_entropy(lg.t(), t))
+    with pytest.raises(checks.ExerciseError, match="soft target"):
+        checks.check_flair_loss(lambda lg, t: (F.cross_entropy(lg, torch.arange(len(lg)))
+                                               + F.cross_entropy(lg.t(), torch.arange(len(lg)))) / 2)
+    assert checks.check_prototype(lambda e: e.mean(0))
+    with pytest.raises(checks.ExerciseError, match="without re-normalising"):
+        checks.check_prototype(lambda e: e.mean(0) / e.mean(0).norm())
+    with pytest.raises(checks.ExerciseError, match="not the sum"):
+        checks.check_prototype(lambda e: e.sum(0))
+    assert checks.check_prototype(None) is False
+    score = lambda d: 0.8 if any("drusen" in x for x in d) else 0.5  # noqa: E731
+    assert checks.check_knowledge_prompts(["macular drusen", "yellow drusen"], score, baseline=0.5, reference=0.8)
+    with pytest.raises(checks.ExerciseError, match="not the diagnosis' name"):
+        checks.check_knowledge_prompts(["age-related macular degeneration"], score, baseline=0.5, reference=0.8)
+    with pytest.raises(checks.ExerciseError, match="findings the reports do name"):
+        checks.check_knowledge_prompts(["a sick eye"], score, baseline=0.5, reference=0.8)
+    with pytest.raises(checks.ExerciseError, match="list of phrases"):
+        checks.check_knowledge_prompts("drusen", score, baseline=0.5, reference=0.8)
+    assert checks.check_knowledge_prompts(["a sick eye"], score, baseline=0.5, reference=0.5) is False  # untrained

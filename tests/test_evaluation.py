@@ -133,3 +133,13 @@ def test_frechet_distance_equals_the_formula_on_the_encoders_features():
     assert got == pytest.approx(want, rel=1e-3)
     assert abs(frechet_distance(enc, real, real)) < 1e-6 < got
     assert enc.training  # the encoder's mode is restored
+
+
+def test_shots_subset_takes_k_per_class_and_is_seeded():
+    y = np.array([0] * 30 + [1] * 3 + [2] * 20)
+    sub = evaluation.shots_subset(y, 5, seed=0)
+    assert list(np.bincount(y[sub])) == [5, 3, 5]  # a class with fewer gives all it has
+    assert np.array_equal(sub, evaluation.shots_subset(y, 5, seed=0))
+    assert not np.array_equal(sub, evaluation.shots_subset(y, 5, seed=1))
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluation.shots_subset(y, 0, seed=0)

@@ -148,6 +148,16 @@ def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+def shots_subset(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Positions of ``k`` labels per class (every one of a class with fewer), drawn with ``seed``: chapter 5's
+    few-shot probes (1, 5, 10 labelled images per class)."""
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(y == c), min(int(k), int((y == c).sum())), replace=False) for c in np.unique(y)]
+    return np.sort(np.concatenate(keep))
+
+
 def protocol(features: dict, table: ImageTable, tasks, fractions=(1.0,), probes=("linear", "knn"),
              max_iter: int = 1000, k: int = 10):
     """The shared protocol over encoders, seeds, tasks and label fractions, as one tidy DataFrame.

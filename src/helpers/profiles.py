@@ -110,6 +110,14 @@ _DIFFUSION_GPU = {  # chapter 4 on real data (gpu, 128 px, conditioned on the DR
     "n_per_class": 100, "grader_epochs": 10, "grader_lr": 1e-3, "real_counts": [300, 1080], "n_synthetic": 2000,
     "ssl_steps": 1000, "seeds": [0, 1, 2], "released_generator": None}
 
+_FLAIR_REAL = {  # chapter 5 with FLAIR's released model on a real DR-graded set (gpu/full); not yet run on a GPU
+    "mini": False, "official": True, "image_size": 512, "encoder": "resnet50", "init": "flair", "site_correlation": 0.0,
+    "batch_size": 32, "lr": 1e-4, "epochs": 0, "vocab_size": 0, "max_length": 77, "text_hidden": 768,
+    "text_layers": 12, "text_heads": 12, "proj_dim": 512, "seeds": [0], "tasks": ["dr_grade"], "shots": [1, 5, 10],
+    "camera_swap": False,
+    "dictionary_url": "https://raw.githubusercontent.com/jusiro/FLAIR/main/flair/modeling/dictionary.py",
+    "similarity_images": 12}
+
 _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
@@ -146,6 +154,11 @@ _PROFILES: dict[str, dict] = {
                       "guidance": 3.0, "fd_guidance": 1.3, "guidance_sweep": [0.0, 1.0, 1.3, 3.0], "n_per_class": 40, "grader_epochs": 1,
                       "grader_lr": 3e-3, "real_counts": [64, 192], "n_synthetic": 32, "ssl_steps": 4, "seeds": [0, 1],
                       "released_generator": None},
+        "flair": {"mini": True, "official": False, "image_size": 32, "encoder": "small_cnn_narrow", "init": "random",
+                  "site_correlation": 0.7, "batch_size": 32, "lr": 3e-3, "epochs": 2, "vocab_size": 200,
+                  "max_length": 48, "text_hidden": 32, "text_layers": 2, "text_heads": 2, "proj_dim": 32,
+                  "seeds": [0, 1], "tasks": ["dr_grade", "hr_grade", "glaucoma", "amd"], "shots": [1, 5],
+                  "camera_swap": True, "dictionary_url": None, "similarity_images": 8},
         "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
                      "finetune_epochs": 1, "finetune_freeze_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 1e-2,
                      "finetune_lr_mult": 3},
@@ -181,6 +194,11 @@ _PROFILES: dict[str, dict] = {
                 "label_smoothing": 0.1, "warmup": 0.2, "finetune_wd": 0.05, "finetune_min_steps": 150,
                 "recon_images": 4, "compare_inits": ["random"], "efficiency_models": _EFFICIENCY,
                 "efficiency_images": 4, "efficiency_batch": 4},
+        "flair": {"mini": True, "official": False, "image_size": 48, "encoder": "small_cnn_narrow", "init": "simclr",
+                  "site_correlation": 0.7, "batch_size": 128, "lr": 2e-3, "epochs": 25, "vocab_size": 400,
+                  "max_length": 64, "text_hidden": 64, "text_layers": 2, "text_heads": 2, "proj_dim": 64,
+                  "seeds": [0, 1, 2], "tasks": ["dr_grade", "hr_grade", "glaucoma", "amd"], "shots": [1, 5, 10],
+                  "camera_swap": True, "dictionary_url": None, "similarity_images": 12},
         # knobs from the prototype runs in the chapter 4 section of tests/benchmarks/results/diffusion.jsonl
         "diffusion": {"image_size": 32, "condition": ["glaucoma", "amd"], "vae_channels": [16, 32, 32],
                       "latent_channels": 4, "vae_epochs": 10, "vae_batch_size": 32, "vae_lr": 3e-3, "kl_weight": 1e-6,
@@ -204,6 +222,7 @@ _PROFILES: dict[str, dict] = {
         "dino": _DINO_VIT_S16,
         "mae": _MAE_VIT_S16,
         "diffusion": _DIFFUSION_GPU,
+        "flair": _FLAIR_REAL,
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 5, "finetune_freeze_epochs": 1, "finetune_min_steps": 100,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},
@@ -226,6 +245,7 @@ _PROFILES: dict[str, dict] = {
                                      "lr": 1.5e-3, "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16,
                                      "save_at": [50, 100, 200], "sweep_epochs": 100, "finetune_epochs": 50,
                                      "efficiency_images": 256, "efficiency_batch": 64}),
+        "flair": _FLAIR_REAL,
         "diffusion": _merge(_DIFFUSION_GPU, {"unet_epochs": 400, "n_synthetic": 20000, "n_per_class": 500,
                                              "released_generator": "deretfound"}),
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,
