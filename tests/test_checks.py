@@ -247,3 +247,28 @@ def test_flair_loss_prototype_and_prompt_checks():
     with pytest.raises(checks.ExerciseError, match="list of phrases"):
         checks.check_knowledge_prompts("drusen", score, baseline=0.5, reference=0.8)
     assert checks.check_knowledge_prompts(["a sick eye"], score, baseline=0.5, reference=0.5) is False  # untrained
+
+
+def test_fold_distortion_and_specificity_checks():
+    import numpy as np
+    assert checks.check_fold(lambda m, s, c, b: (c / s, b - (c / s) @ m))
+    with pytest.raises(checks.ExerciseError, match="divides by the scale"):
+        checks.check_fold(lambda m, s, c, b: (c * s, b - (c * s) @ m))
+    with pytest.raises(checks.ExerciseError, match="absorb the mean"):
+        checks.check_fold(lambda m, s, c, b: (c / s, b))
+    with pytest.raises(checks.ExerciseError, match="two arrays"):
+        checks.check_fold(lambda m, s, c, b: c / s)
+    assert checks.check_distortion_prediction("ft", {"lp": 0.0, "ft": 0.1, "lpft": 0.03})
+    assert checks.check_distortion_prediction("FT", {"lp": 0.0, "ft": 0.01, "lpft": 0.03})  # right, run disagrees
+    with pytest.raises(checks.ExerciseError, match="never changes the encoder"):
+        checks.check_distortion_prediction("lp", {})
+    with pytest.raises(checks.ExerciseError, match="random head"):
+        checks.check_distortion_prediction("lp-ft", {})
+    with pytest.raises(checks.ExerciseError, match='"lp", "ft" or "lpft"'):
+        checks.check_distortion_prediction("zero-shot", {})
+    assert checks.check_specificity(lambda y, p: float((p[y == 0] == 0).mean()))
+    with pytest.raises(checks.ExerciseError, match="sensitivity"):
+        checks.check_specificity(lambda y, p: float((p[y == 1] == 1).mean()))
+    with pytest.raises(checks.ExerciseError, match="accuracy over every eye"):
+        checks.check_specificity(lambda y, p: float((np.asarray(p) == np.asarray(y)).mean()))
+    assert checks.check_specificity(None) is False

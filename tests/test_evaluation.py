@@ -143,3 +143,14 @@ def test_shots_subset_takes_k_per_class_and_is_seeded():
     assert not np.array_equal(sub, evaluation.shots_subset(y, 5, seed=1))
     with pytest.raises(ValueError, match="at least 1"):
         evaluation.shots_subset(y, 0, seed=0)
+
+
+def test_metrics_include_the_transfer_studys_kappa_f1_sensitivity_and_specificity():
+    from sklearn.metrics import cohen_kappa_score, f1_score
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    p = np.array([[.9, .1], [.6, .4], [.3, .7], [.2, .8], [.4, .6], [.7, .3], [.1, .9], [.8, .2]])
+    m = evaluation.metrics(y, p)
+    pred = p.argmax(1)
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(y, pred)) and m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["sensitivity"] == pytest.approx(3 / 4) and m["specificity"] == pytest.approx(3 / 4)
+    assert "specificity" not in evaluation.metrics(np.array([0, 1, 2]), np.eye(3))

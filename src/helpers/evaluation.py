@@ -70,11 +70,19 @@ def _extract(encoder, table, device, size, bs, tqdm) -> dict:
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray, ordinal: bool = False) -> dict:
-    """Accuracy, balanced accuracy, macro AUROC (one-vs-rest) and, if ``ordinal``, quadratic kappa."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, roc_auc_score
+    """Accuracy, balanced accuracy, Cohen's κ, macro F1, macro AUROC (one-vs-rest); with two classes sensitivity and
+    specificity (chapter 6 reports the hypertensive-retinopathy study's metrics); if ``ordinal``, quadratic κ."""
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score,
+                                 roc_auc_score)
     pred = proba.argmax(1)
     out = {"accuracy": float(accuracy_score(y_true, pred)),
-           "balanced_accuracy": float(balanced_accuracy_score(y_true, pred))}
+           "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
+           "kappa": float(cohen_kappa_score(y_true, pred)) if len(np.unique(np.r_[y_true, pred])) > 1 else 0.0,
+           "f1": float(f1_score(y_true, pred, average="macro", labels=np.arange(proba.shape[1]), zero_division=0))}
+    if proba.shape[1] == 2:
+        pos, neg = y_true == 1, y_true == 0
+        out["sensitivity"] = float((pred[pos] == 1).mean()) if pos.any() else float("nan")
+        out["specificity"] = float((pred[neg] == 0).mean()) if neg.any() else float("nan")
     present = np.unique(y_true)
     try:
         if proba.shape[1] == 2:

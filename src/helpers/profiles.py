@@ -118,6 +118,13 @@ _FLAIR_REAL = {  # chapter 5 with FLAIR's released model on a real DR-graded set
     "dictionary_url": "https://raw.githubusercontent.com/jusiro/FLAIR/main/flair/modeling/dictionary.py",
     "similarity_images": 12}
 
+_TRANSFER_REAL = {  # chapter 6 on a real binary task (gpu/full): "any DR" on RetinaMNIST, a plainly named substitute
+    # for the seed study's CGI-HRDC (registration needed); no sites, so in distribution only; not yet run on a GPU
+    "image_size": 224, "arch": "resnet50", "binary": {"dr_any": "dr_grade"}, "tasks": ["dr_any", "dr_grade"],
+    "inits": ["random", "imagenet", "flair-resnet50"], "domain_init": "flair-resnet50", "epochs": 10, "lr": 1e-3,
+    "lr_mult": 10, "batch_size": 32, "balanced": True, "seeds": [0, 1, 2], "train_sites": None, "ood_site": None,
+    "strong_shift": None}
+
 _PROFILES: dict[str, dict] = {
     "smoke": _merge(_COMMON["embedded"], {
         "about": "tests and CI: tiny SynthRetina, random init; <= 60 s per chapter on 2 CPU cores",
@@ -159,6 +166,10 @@ _PROFILES: dict[str, dict] = {
                   "max_length": 48, "text_hidden": 32, "text_layers": 2, "text_heads": 2, "proj_dim": 32,
                   "seeds": [0, 1], "tasks": ["dr_grade", "hr_grade", "glaucoma", "amd"], "shots": [1, 5],
                   "camera_swap": True, "dictionary_url": None, "similarity_images": 8},
+        "transfer": {"image_size": 32, "arch": "small_cnn_narrow", "binary": {"hr_any": "hr_grade"},
+                     "tasks": ["hr_any", "hr_grade", "dr_grade"], "inits": ["random", "simclr"], "domain_init": "simclr",
+                     "epochs": 1, "lr": 3e-3, "lr_mult": 10, "batch_size": 32, "balanced": True, "seeds": [0, 1],
+                     "train_sites": ["site-A", "site-B"], "ood_site": "site-C", "strong_shift": {"name": "site-D (stronger shift)", "cast": [0.78, 1.05, 1.28], "vignetting": 0.55, "blur": 1.3, "noise": 0.045, "gamma": 0.8}},
         "protocol": {"tasks": _TASKS, "fractions": [0.1, 1.0], "max_iter": 200, "knn_k": 5, "embedding": "pca",
                      "finetune_epochs": 1, "finetune_freeze_epochs": 1, "finetune_min_steps": 4, "finetune_lr": 1e-2,
                      "finetune_lr_mult": 3},
@@ -199,6 +210,11 @@ _PROFILES: dict[str, dict] = {
                   "max_length": 64, "text_hidden": 64, "text_layers": 2, "text_heads": 2, "proj_dim": 64,
                   "seeds": [0, 1, 2], "tasks": ["dr_grade", "hr_grade", "glaucoma", "amd"], "shots": [1, 5, 10],
                   "camera_swap": True, "dictionary_url": None, "similarity_images": 12},
+        "transfer": {"image_size": 48, "arch": "small_cnn_narrow", "binary": {"hr_any": "hr_grade"},
+                     "tasks": ["hr_any", "hr_grade", "dr_grade"], "inits": ["random", "simclr", "dino", "flair"],
+                     "domain_init": "flair", "epochs": 10, "lr": 3e-3, "lr_mult": 10, "batch_size": 64,
+                     "balanced": True, "seeds": [0, 1, 2], "train_sites": ["site-A", "site-B"], "ood_site": "site-C",
+                     "strong_shift": {"name": "site-D (stronger shift)", "cast": [0.78, 1.05, 1.28], "vignetting": 0.55, "blur": 1.3, "noise": 0.045, "gamma": 0.8}},
         # knobs from the prototype runs in the chapter 4 section of tests/benchmarks/results/diffusion.jsonl
         "diffusion": {"image_size": 32, "condition": ["glaucoma", "amd"], "vae_channels": [16, 32, 32],
                       "latent_channels": 4, "vae_epochs": 10, "vae_batch_size": 32, "vae_lr": 3e-3, "kl_weight": 1e-6,
@@ -223,6 +239,7 @@ _PROFILES: dict[str, dict] = {
         "mae": _MAE_VIT_S16,
         "diffusion": _DIFFUSION_GPU,
         "flair": _FLAIR_REAL,
+        "transfer": _TRANSFER_REAL,
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 2000, "knn_k": 20,
                      "embedding": "tsne", "finetune_epochs": 5, "finetune_freeze_epochs": 1, "finetune_min_steps": 100,
                      "finetune_lr": 1e-3, "finetune_lr_mult": 10},
@@ -246,6 +263,7 @@ _PROFILES: dict[str, dict] = {
                                      "save_at": [50, 100, 200], "sweep_epochs": 100, "finetune_epochs": 50,
                                      "efficiency_images": 256, "efficiency_batch": 64}),
         "flair": _FLAIR_REAL,
+        "transfer": _merge(_TRANSFER_REAL, {"epochs": 30, "seeds": [0, 1, 2, 3, 4]}),
         "diffusion": _merge(_DIFFUSION_GPU, {"unet_epochs": 400, "n_synthetic": 20000, "n_per_class": 500,
                                              "released_generator": "deretfound"}),
         "protocol": {"tasks": ["dr_grade"], "fractions": [0.01, 0.1, 1.0], "max_iter": 5000, "knn_k": 20,

@@ -65,16 +65,25 @@ class _NoValidation(Callback):
 
 
 class MultiTaskLoss(nn.Module):
-    """Sum over tasks of the cross-entropy of each task's block of logits (targets ``[B, n_tasks]``)."""
+    """Sum over tasks of the cross-entropy of each task's block of logits (targets ``[B, n_tasks]``); ``weights``
+    (one class-weight vector per task, or None) re-weights the classes as chapter 6 does for imbalanced tasks."""
 
-    def __init__(self, n_classes, label_smoothing: float = 0.0):
+    def __init__(self, n_classes, label_smoothing: float = 0.0, weights=None):
         super().__init__()
         self.n_classes, self.label_smoothing = list(n_classes), float(label_smoothing)
+        self.weights = list(weights) if weights is not None else [None] * len(self.n_classes)
 
     def forward(self, pred, y):
         y = y.view(len(pred), -1)
-        return sum(F.cross_entropy(p, y[:, i], label_smoothing=self.label_smoothing)
-                   for i, p in enumerate(pred.split(self.n_classes, dim=1)))
+        return sum(F.cross_entropy(p, y[:, i], label_smoothing=self.label_smoothing,
+                                   weight=None if w is None else w.to(p.device, p.dtype))
+                   for i, (p, w) in enumerate(zip(pred.split(self.n_classes, dim=1), self.weights)))
+
+
+def balanced_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Class weights n / (k · count), as scikit-learn's ``class_weight="balanced"`` (absent classes get 0)."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return torch.tensor(np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
 
 
 def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.0, seed: int = 0,
@@ -168,3 +177,115 @@ def predict(model: nn.Module, images: torch.Tensor, n_classes, bs: int = 256) ->
                      for i in range(0, len(images), bs)])
     n = [n_classes] if isinstance(n_classes, int) else list(n_classes)
     return [p.softmax(1).numpy() for p in out.split(n, dim=1)]
+
+
+# --- chapter 6: linear probing, fine-tuning, and LP-FT ------------------------------------------------------------
+
+def fit_probe(x: np.ndarray, y: np.ndarray, max_iter: int = 1000, C: float = 1.0, balanced: bool = False):
+    """The shared protocol's linear probe (standardise, then logistic regression), fitted and returned; with
+    ``balanced`` the classes are weighted by inverse frequency (chapter 6, as its fine-tuning loss)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C,
+                                                             class_weight="balanced" if balanced else None))
+    with threadpool_limits(1):
+        return clf.fit(x, y)
+
+
+def probe_layer(clf, n_classes: int) -> nn.Linear:
+    """A fitted probe as one ``nn.Linear`` on the raw features: the standardisation folded in (W / σ and
+    b − (W / σ) · μ); a binary probe becomes two logits (0 and its score), so the layer's softmax is the probe's
+    ``predict_proba``. Classes the probe never saw get a very negative bias. Chapter 6 starts LP-FT from it."""
+    scaler, lr = clf[0], clf[-1]
+    w = lr.coef_ / scaler.scale_
+    b = lr.intercept_ - w @ scaler.mean_
+    if w.shape[0] == 1:  # binary logistic regression: p(class 1) = sigmoid(w·x + b) = softmax([0, w·x + b])
+        w, b = np.vstack([np.zeros_like(w), w]), np.r_[0.0, b]
+    weight = np.zeros((n_classes, w.shape[1]))
+    bias = np.full(n_classes, -30.0)
+    weight[lr.classes_], bias[lr.classes_] = w, b
+    layer = nn.Linear(w.shape[1], n_classes)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+        layer.bias.copy_(torch.from_numpy(bias))
+    return layer
+
+
+def probe_model(encoder: nn.Module, table: ImageTable, tasks, size: int | None = None, device=None,
+                max_iter: int = 1000, balanced: bool = False) -> nn.Sequential:
+    """``nn.Sequential(encoder, head)`` whose head is the shared linear probe of each task, fitted on the training
+    split's frozen features (encoder in eval mode) and copied in with :func:`probe_layer`: linear probing, and the
+    start of LP-FT. Its predictions are the probes' (a test checks it to float precision)."""
+    from .evaluation import extract_features
+    tasks = list(tasks)
+    n = [table.n_classes(t) for t in tasks]
+    model = classifier(encoder, n)
+    f = extract_features(encoder, table, device=device, size=size)["train"]
+    tr = table.split_index("train")
+    layers = [probe_layer(fit_probe(f, table.target(t)[tr], max_iter, balanced=balanced), k) for t, k in zip(tasks, n)]
+    with torch.no_grad():
+        model[1].weight.copy_(torch.cat([layer.weight for layer in layers]))
+        model[1].bias.copy_(torch.cat([layer.bias for layer in layers]))
+    return model.eval()
+
+
+def strategy(encoder: nn.Module, table: ImageTable, tasks, kind: str, seed: int = 0, epochs: int = 10,
+             lr: float = 3e-3, lr_mult: float = 10, bs: int = 64, size: int | None = None, device=None,
+             max_iter: int = 1000, balanced: bool = False) -> nn.Sequential:
+    """``nn.Sequential(encoder, head)`` adapted to ``tasks`` on ``table``'s training split by ``kind`` (chapter 6):
+
+    - ``"lp"``: :func:`probe_model` — the shared linear probe on frozen features (encoder in eval mode, so
+      BatchNorm keeps its pretrained statistics) copied into the head; the encoder is not touched;
+    - ``"ft"``: a random head, then every layer trained (fastai ``unfreeze``, discriminative learning rates
+      ``slice(lr / lr_mult, lr)``, ``fit_one_cycle``; BatchNorm in training mode);
+    - ``"lpft"``: the probe's head, then the same fine-tuning (Kumar et al. 2022).
+
+    With ``balanced`` the probe and the fine-tuning loss weight classes by inverse frequency (one objective for all
+    three strategies, for imbalanced tasks such as "any HR"). The encoder is changed in place by ``ft``/``lpft``:
+    pass a copy to keep it.
+    """
+    from fastai.learner import Learner
+    import fastai.callback.all  # noqa: F401
+    from . import env
+    if kind not in ("lp", "ft", "lpft"):
+        raise ValueError(f"unknown strategy {kind!r}; strategies: lp, ft, lpft")
+    tasks = list(tasks)
+    n = [table.n_classes(t) for t in tasks]
+    env.seed_everything(seed)
+    model = probe_model(encoder, table, tasks, size, device, max_iter, balanced) if kind != "ft" else \
+        classifier(encoder, n)
+    if kind == "lp":
+        return model
+    dls = dataloaders(table, tasks, bs=bs, size=size, device=device, augment=True, seed=seed)
+    skip = _NoValidation()
+    tr = table.split_index("train")
+    weights = [balanced_weights(table.target(t)[tr], k) for t, k in zip(tasks, n)] if balanced else None
+    learn = Learner(dls, model, loss_func=MultiTaskLoss(n, weights=weights), splitter=two_groups, cbs=[skip])
+    if dls.device is not None and torch.device(dls.device).type == "cuda":
+        learn = learn.to_fp16()
+    learn.unfreeze()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr))
+    learn.remove_cb(skip)
+    if hasattr(learn, "to_fp32"):
+        learn.to_fp32()
+    return learn.model.eval()
+
+
+@torch.no_grad()
+def feature_distortion(before: nn.Module, after: nn.Module, images: torch.Tensor, bs: int = 256) -> float:
+    """How far adaptation moved an encoder's features of ``images`` (float, [0, 1]): the mean cosine distance
+    1 − cos(f_before(x), f_after(x)) — the mechanism Kumar et al. (2022) give for fine-tuning's loss out of
+    distribution (chapter 6)."""
+    from .views import FUNDUS_MEAN, FUNDUS_STD
+    device = next(after.parameters()).device
+    mean = torch.tensor(FUNDUS_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(FUNDUS_STD, device=device).view(1, 3, 1, 1)
+    before, after = before.to(device).eval(), after.to(device).eval()
+    d = []
+    for i in range(0, len(images), bs):
+        x = (images[i:i + bs].to(device).float() - mean) / std
+        d.append(1 - F.cosine_similarity(before(x).float(), after(x).float(), dim=1).cpu())
+    return float(torch.cat(d).mean())

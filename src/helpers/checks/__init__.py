@@ -13,3 +13,4 @@ from .ch02 import check_dino_loss, check_center_update, check_collapse_predictio
 from .ch03 import check_random_masking, check_ratio_zero_loss, check_layer_decay  # noqa: F401
 from .ch04 import check_q_sample, check_latent_scale, check_guidance  # noqa: F401
 from .ch05 import check_flair_loss, check_prototype, check_knowledge_prompts  # noqa: F401
+from .ch06 import check_fold, check_distortion_prediction, check_specificity  # noqa: F401
