@@ -48,9 +48,23 @@ def test_solutions_are_folded_on_the_site(tmp_path, isolated_env):
     assert cells[1].outputs  # the result stays visible
 
 
-def test_student_copies_never_overwrite_the_instructor_notebooks(capsys):
-    assert book._main(["student-copies", "--out", str(book.NOTEBOOKS)]) == 1
+@pytest.mark.parametrize("out", ["notebooks", "notebooks/", "./notebooks/../notebooks"])
+def test_student_copies_never_overwrite_the_instructor_notebooks(capsys, monkeypatch, out):
+    monkeypatch.chdir(book.REPO)
+    before = {p: p.read_bytes() for p in book.discover()}
+    assert book._main(["student-copies", "--out", out]) == 1
     assert "overwrite the solutions" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in book.discover()} == before
+
+
+def test_student_copies_refuse_a_folder_holding_instructor_copies(tmp_path):
+    src = make_notebook(tmp_path / "ch.ipynb", ["# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n"])
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    (elsewhere / "ch.ipynb").write_bytes(src.read_bytes())
+    with pytest.raises(ValueError, match="overwrite the solutions"):
+        write_student_copies([src], elsewhere)
+    assert (elsewhere / "ch.ipynb").read_bytes() == src.read_bytes()
 
 
 def test_failing_notebook_fails_the_build_with_its_traceback(tmp_path, isolated_env, capsys):
@@ -76,12 +90,51 @@ def test_build_raises_when_a_chapter_fails(tmp_path, isolated_env, monkeypatch, 
     (src / "_toc.yml").write_text("root: intro\nchapters:\n- file: notebooks/c_bad\n")
     (src / "reproduction.md").write_text("# R\n" + book.REPORT_MARKER + "\n")
     monkeypatch.setattr(book, "BOOK", src)
-    with pytest.raises(book.NotebookError, match="c_bad"):
-        book.build("smoke", stage=tmp_path / "stage", nb_dir=nb_dir, site=False)
+    stage = tmp_path / "stage"
+    (stage / "_build" / "html").mkdir(parents=True)
+    (stage / "_build" / "html" / "index.html").write_text("the last good site")
+    with pytest.raises(book.NotebookError, match="c_bad") as info:
+        book.build("smoke", stage=stage, nb_dir=nb_dir, site=False)
     err = capsys.readouterr().err
     assert "ZeroDivisionError" in err
-    report = json.loads((tmp_path / "stage" / "report.json").read_text())
+    assert "stage.failed" in str(info.value) and "unchanged" in str(info.value)
+    # nothing lost: the previous build is untouched, the failed one is kept beside it with its report
+    assert (stage / "_build" / "html" / "index.html").read_text() == "the last good site"
+    report = json.loads((tmp_path / "stage.failed" / "report.json").read_text())
     assert report["chapters"][0]["status"] == "failed"
+    assert not (tmp_path / "stage.next").exists()
+
+
+def test_a_good_build_replaces_the_previous_one(tmp_path, isolated_env, monkeypatch, capsys):
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    make_notebook(nb_dir / "a_ok.ipynb", [REPORT_CELL])
+    src = tmp_path / "booksrc"
+    src.mkdir()
+    (src / "_toc.yml").write_text("root: intro\nchapters:\n- file: notebooks/a_ok\n")
+    (src / "reproduction.md").write_text("# R\n" + book.REPORT_MARKER + "\n")
+    monkeypatch.setattr(book, "BOOK", src)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "old.txt").write_text("previous build")
+    out = book.build("smoke", stage=stage, nb_dir=nb_dir, site=False)
+    assert out["report"]["chapters"][0]["status"] == "ok"
+    assert (stage / "notebooks" / "a_ok.ipynb").exists() and not (stage / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["booksrc", "nbs", "stage"]  # no .next / .old left
+
+
+def test_a_hung_cell_or_a_dead_kernel_fails_its_chapter_and_the_others_run(tmp_path, isolated_env):
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    make_notebook(nb_dir / "a_hang.ipynb", ["import time\ntime.sleep(120)"])
+    make_notebook(nb_dir / "b_dies.ipynb", ["import os\nos._exit(1)"])
+    make_notebook(nb_dir / "c_ok.ipynb", [REPORT_CELL])
+    runs = {r.name: r for r in book.execute_all("smoke", tmp_path / "stage", nb_dir=nb_dir, cell_timeout=4)}
+    assert "RETINA_CELL_TIMEOUT" in runs["a_hang"].error and runs["a_hang"].seconds < 60
+    assert "kernel died" in runs["b_dies"].error
+    assert runs["c_ok"].error is None and runs["c_ok"].reports
+    report = book.report_dict(list(runs.values()), "smoke")
+    assert [c["status"] for c in report["chapters"]] == ["failed", "failed", "ok"]
 
 
 def test_toc_must_list_every_notebook(tmp_path, monkeypatch):
@@ -96,6 +149,55 @@ def test_toc_must_list_every_notebook(tmp_path, monkeypatch):
 def test_unknown_profile_is_refused_before_running(tmp_path):
     with pytest.raises(ValueError, match="valid profiles"):
         book.execute_all("fast", tmp_path)
+
+
+@pytest.fixture
+def previous_build(tmp_path, monkeypatch):
+    """A last good build under a temporary BUILD folder, to check that refused commands leave it alone."""
+    monkeypatch.setattr(book, "BUILD", tmp_path / "_build")
+    site = tmp_path / "_build" / "source" / "_build" / "html" / "index.html"
+    site.parent.mkdir(parents=True)
+    site.write_text("the last good site")
+    for var in ("PROFILE", "RETINA_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    return site
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["build"], {"PROFILE": "bogus"}, "unknown profile 'bogus'"),
+    (["build"], {"RETINA_PROFILE": "bogus"}, "unknown profile 'bogus'"),
+    (["build", "--profile", "bogus"], {}, "unknown profile 'bogus'"),
+    (["build"], {"PROFILE": "smoke", "RETINA_PROFILE": "cpu"}, "disagree"),
+    (["execute", "--profile", "smoke", "--only", "01", "no-such-chapter"], {}, "--only no-such-chapter matches no"),
+])
+def test_bad_arguments_are_refused_before_anything_is_touched(previous_build, monkeypatch, capsys, argv, env, expected):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert book._main(argv) == 1
+    err = capsys.readouterr().err
+    assert expected in err and ("valid profiles" in err or "notebooks:" in err or "--profile" in err)
+    assert previous_build.read_text() == "the last good site"
+    assert sorted(p.name for p in previous_build.parents[3].iterdir()) == ["source"]
+
+
+def test_profile_comes_from_the_flag_then_profile_then_retina_profile(monkeypatch):
+    for var in ("PROFILE", "RETINA_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PROFILE", "smoke")
+    assert book.requested_profile(None) == "smoke"
+    assert book.requested_profile("cpu") == "cpu"
+    monkeypatch.delenv("PROFILE")
+    monkeypatch.setenv("RETINA_PROFILE", "smoke")
+    assert book.requested_profile(None) == "smoke"
+
+
+def test_kernels_keep_their_data_outside_the_build_tree(monkeypatch):
+    monkeypatch.delenv("RETINA_DATA", raising=False)
+    env = book.kernel_env()
+    assert env["RETINA_DATA"] == str(book.REPO / "data")
+    assert "_build" not in env["RETINA_DATA"]
+    monkeypatch.setenv("RETINA_DATA", "/somewhere/else")
+    assert book.kernel_env()["RETINA_DATA"] == "/somewhere/else"
 
 
 def test_strip_solutions_keeps_indentation_and_parses():

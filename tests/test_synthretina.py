@@ -181,3 +181,24 @@ def test_a_small_cnn_learns_the_grades_in_seconds():
             pred = net(x[te]).argmax(1)
         bacc = balanced_accuracy_score(y[te], pred)
         assert bacc >= floor, f"{target}: balanced accuracy {bacc:.3f} < {floor}"
+
+
+def _build_disk_copy(root, cache_dir):
+    import os
+    os.environ["RETINA_CACHE"] = cache_dir
+    from helpers import data as d
+    t = d.load("synthretina", root=root, size=32, n_train=6, n_valid=3, n_test=3, seed=9, cache=True, progress=False)
+    return len(t)
+
+
+@pytest.mark.parametrize("attempt", range(2))
+def test_two_processes_writing_the_same_disk_copy_both_succeed(tmp_path, attempt):
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        sizes = pool.starmap(_build_disk_copy, [(str(tmp_path), str(tmp_path / "cache"))] * 2)
+    assert sizes == [12, 12]
+    folders = [p.name for p in tmp_path.iterdir() if p.name.startswith(("synthretina", ".synthretina"))
+               and not p.name.endswith(".lock")]
+    assert len(folders) == 1 and not folders[0].startswith(".")  # one finished folder, no temporary leftovers
+    assert len(list((tmp_path / folders[0] / "images").glob("*.png"))) == 12

@@ -62,6 +62,42 @@ def discover(nb_dir: Path = NOTEBOOKS) -> list[Path]:
     return sorted(p for p in Path(nb_dir).glob("*.ipynb") if not p.name.startswith("_"))
 
 
+def select(only: list[str] | None = None, nb_dir: Path = NOTEBOOKS) -> list[Path]:
+    """The chapters whose name contains one of ``only`` (all when empty); every name must match one."""
+    notebooks = discover(nb_dir)
+    if not only:
+        return notebooks
+    unmatched = [o for o in only if not any(o in p.stem for p in notebooks)]
+    if unmatched:
+        raise NotebookError(f"--only {' '.join(unmatched)} matches no notebook; notebooks: "
+                            f"{', '.join(p.stem for p in notebooks)}")
+    return [p for p in notebooks if any(o in p.stem for o in only)]
+
+
+def kernel_env() -> dict:
+    """Pin the data and cache folders for the chapters' kernels before they start.
+
+    Papermill runs each chapter inside the build tree, so a relative default (``./data``) would land under
+    ``book/_build`` and vanish with the next build: unless ``RETINA_DATA`` is set, it becomes ``<repo>/data``.
+    """
+    os.environ.setdefault("RETINA_DATA", str(REPO / "data"))
+    return {k: os.environ[k] for k in ("RETINA_DATA", "RETINA_CACHE") if k in os.environ}
+
+
+def requested_profile(flag: str | None) -> str:
+    """The profile from ``--profile``, else ``$PROFILE``, else ``$RETINA_PROFILE`` (``auto`` when none), validated.
+
+    ``PROFILE`` and ``RETINA_PROFILE`` are read alike (``make book PROFILE=cpu`` and the notebooks' variable);
+    when both are set and disagree without a flag, the runner refuses rather than guess.
+    """
+    env = {k: os.environ[k] for k in ("PROFILE", profiles.ENV_VAR) if os.environ.get(k)}
+    if flag is None and len(set(env.values())) > 1:
+        raise ValueError(f"PROFILE={env['PROFILE']} and {profiles.ENV_VAR}={env[profiles.ENV_VAR]} disagree: "
+                         "unset one, or pass --profile")
+    name = flag if flag is not None else next(iter(env.values()), "auto")
+    return profiles.resolve(name)
+
+
 def parameters_cell_index(nb) -> int:
     """Index of the cell tagged ``parameters``; a clear error when there is none.
 
@@ -110,12 +146,19 @@ def execute(source: Path, executed: Path, profile: str, seed: int | None = None,
         params["SEED"] = int(seed)
     executed.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     try:
         pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name="python3", language="python",
                             progress_bar=progress, cwd=str(executed.parent),
                             execution_timeout=timeout)
     except pm.PapermillExecutionError as exc:
         run.error = _failure_text(exc)
+    except (CellTimeoutError, TimeoutError) as exc:
+        run.error = (f"a cell ran longer than the cell timeout ({timeout} s) and was stopped: {exc}. Raise it with "
+                     "RETINA_CELL_TIMEOUT=<seconds>, or run a smaller profile")
+    except DeadKernelError as exc:
+        run.error = (f"the kernel died ({exc}); usually out of memory: run a smaller profile, or close other "
+                     "programs, then run the chapter again")
     run.seconds = time.perf_counter() - start
     if executed.exists():
         tidy_executed(executed)
@@ -165,11 +208,8 @@ def execute_all(profile: str, stage: Path, only: list[str] | None = None, seed: 
     cell_timeout = cell_timeout or int(os.environ.get("RETINA_CELL_TIMEOUT", 3600))
     concrete = profiles.resolve(profile)
     runs = []
-    notebooks = discover(nb_dir)
-    if only:
-        notebooks = [p for p in notebooks if any(o in p.stem for o in only)]
-        if not notebooks:
-            raise NotebookError(f"no notebook matches {only}; notebooks: {[p.stem for p in discover(nb_dir)]}")
+    notebooks = select(only, nb_dir)
+    kernel_env()
     for nb_path in notebooks:
         print(f"[book] executing {nb_path.name} (profile {concrete})", flush=True)
         run = execute(nb_path, Path(stage) / "notebooks" / nb_path.name, concrete, seed=seed, timeout=cell_timeout)
@@ -244,31 +284,65 @@ def build_site(stage: Path, warnings_as_errors: bool = True) -> Path:
 
 def build(profile: str = "auto", only: list[str] | None = None, stage: Path | None = None,
           execute_notebooks: bool = True, site: bool = True, nb_dir: Path = NOTEBOOKS) -> dict:
-    """Execute the chapters, write the run report, build the site. Raises if a chapter failed."""
+    """Execute the chapters, write the run report, build the site. Raises if a chapter failed.
+
+    Everything is checked first (profile, ``only``, the table of contents). The chapters then run in a fresh
+    stage (``<stage>.next``) that replaces the previous build only when every chapter and the site succeeded: a
+    failed build leaves the last good one in place and keeps its own stage as ``<stage>.failed`` (executed
+    notebooks with the error in place, ``report.json`` with the failed chapters). A chapter that fails, times
+    out or kills its kernel is recorded as failed and the others still run.
+    """
+    concrete = profiles.resolve(profile)
     stage = Path(stage or BUILD / "source")
-    if execute_notebooks and stage.exists():
-        shutil.rmtree(stage)
-    stage_sources(stage)
-    check_toc(stage, nb_dir)
-    if execute_notebooks:
-        runs = execute_all(profile, stage, only=only, nb_dir=nb_dir)
-        report = report_dict(runs, profile)
-        (stage / "report.json").write_text(json.dumps(report, indent=2))
-    else:
+    if not execute_notebooks:
         report = json.loads((stage / "report.json").read_text())
-        runs = []
-    write_report(report, stage)
+        write_report(report, stage)
+        out = {"report": report, "stage": stage}
+        if site:
+            out["site"] = build_site(stage)
+        return out
+    select(only, nb_dir)
+    work, failed_stage = stage.with_name(stage.name + ".next"), stage.with_name(stage.name + ".failed")
+    if work.exists():
+        shutil.rmtree(work)  # our own leftover from an interrupted build, never the last good one
+    stage_sources(work)
+    check_toc(work, nb_dir)
+    runs = execute_all(concrete, work, only=only, nb_dir=nb_dir)
+    report = report_dict(runs, concrete)
+    (work / "report.json").write_text(json.dumps(report, indent=2))
+    write_report(report, work)
     failed = [r for r in runs if r.error]
     for r in failed:
         print(f"\n[book] {r.source.name} FAILED\n{r.error}\n", file=sys.stderr)
-    if failed:
-        raise NotebookError(f"{len(failed)} notebook(s) failed: {', '.join(r.source.name for r in failed)}")
+    try:
+        if failed:
+            raise NotebookError(f"{len(failed)} notebook(s) failed: {', '.join(r.source.name for r in failed)}")
+        html = build_site(work) if site else None
+    except NotebookError as exc:
+        if failed_stage.exists():
+            shutil.rmtree(failed_stage)
+        work.rename(failed_stage)
+        kept = f"; the previous build in {stage} is unchanged" if stage.exists() else ""
+        raise NotebookError(f"{exc}. This build is kept in {failed_stage} (report.json lists each chapter)"
+                            f"{kept}") from None
+    _swap_in(work, stage)
     out = {"report": report, "stage": stage}
-    if site:
-        html = build_site(stage)
-        out["site"] = html
-        print(f"[book] site: {html / 'index.html'}")
+    if html is not None:
+        out["site"] = stage / "_build" / "html"
+        print(f"[book] site: {out['site'] / 'index.html'}")
     return out
+
+
+def _swap_in(new: Path, stage: Path) -> None:
+    """Put the finished build ``new`` in place of ``stage``; the old one is removed only once ``new`` is there."""
+    old = stage.with_name(stage.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if stage.exists():
+        stage.rename(old)
+    new.rename(stage)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _main(argv=None) -> int:
@@ -276,7 +350,8 @@ def _main(argv=None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("build", "execute"):
         p = sub.add_parser(name)
-        p.add_argument("--profile", default=None, help=f"one of {', '.join(profiles.VALID_NAMES)}")
+        p.add_argument("--profile", default=None, help=f"one of {', '.join(profiles.VALID_NAMES)} "
+                       "(default: $PROFILE, else $RETINA_PROFILE, else auto)")
         p.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     sub.add_parser("site")
     sc = sub.add_parser("student-copies")
@@ -285,18 +360,19 @@ def _main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd in ("build", "execute"):
-            profile = profiles.resolve(args.profile)
-            build(profile, only=args.only, site=args.cmd == "build")
+            build(requested_profile(args.profile), only=args.only, site=args.cmd == "build")
         elif args.cmd == "site":
             build(execute_notebooks=False)
         elif args.cmd == "student-copies":
-            if Path(args.out).resolve() == NOTEBOOKS.resolve():
-                raise ValueError(f"--out {args.out} is the instructor notebooks' folder: the copies would "
-                                 "overwrite the solutions; choose another folder")
             for path in write_student_copies(discover(NOTEBOOKS), Path(args.out)):
                 print(path)
     except (NotebookError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}. The build writes under {BUILD} and the chapters' data under $RETINA_DATA "
+              f"(now {os.environ.get('RETINA_DATA', 'unset: <repo>/data')}) and caches under $RETINA_CACHE: "
+              "point them at writable folders", file=sys.stderr)
         return 1
     return 0
 

@@ -83,10 +83,15 @@ def write_student_copies(paths, out_dir: Path) -> list[Path]:
     :func:`helpers.book.discover` finds.
     """
     import nbformat
-    out_dir = Path(out_dir)
+    out_dir, paths = Path(out_dir), [Path(p) for p in paths]
+    clash = [p.name for p in paths if (out_dir / p.name).resolve() == p.resolve()
+             or ((out_dir / p.name).exists() and "# BEGIN SOLUTION" in (out_dir / p.name).read_text())]
+    if clash:
+        raise ValueError(f"{out_dir} holds the instructor notebooks ({', '.join(clash)}): the copies would "
+                         "overwrite the solutions; choose another folder (default: notebooks/student)")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in map(Path, paths):
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
         dest = out_dir / path.name
         nbformat.write(student_copy(nb), dest)

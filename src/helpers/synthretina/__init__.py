@@ -42,6 +42,7 @@ generates and caches whole datasets.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -187,24 +188,41 @@ def _table(images, labels, cfg) -> ImageTable:
 
 
 def save_dataset(folder: Path, cfg: Config, seed: int, size: int, ns: dict, progress: bool = True) -> Path:
-    """Write images (PNG) and ``labels.csv`` like a real dataset; atomic: a temp folder renamed at the end."""
+    """Write images (PNG) and ``labels.csv`` like a real dataset, safe across processes.
+
+    Under a lock, into a uniquely named temporary folder beside ``folder``, renamed into place at the end; a
+    ``folder`` that another process finished meanwhile is used as it is.
+    """
+    import shutil
+    import uuid
+
     from PIL import Image
+
+    from ..env import lock
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    (tmp / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for split, n in ns.items():
-        im, lab = generate(int(n), seed, size, cfg, split, progress)
-        lab["split"] = split
-        lab["path"] = [f"images/{split}_{i:06d}.png" for i in range(len(lab))]
-        for arr, p in zip(im, lab["path"]):
-            Image.fromarray(arr).save(tmp / p)
-        rows.append(lab)
-    pd.concat(rows, ignore_index=True).to_csv(tmp / "labels.csv", index=False)
-    (tmp / "config.json").write_text(json.dumps({"key": cfg.key(), "seed": seed, "size": size, "n": ns}))
-    if folder.exists():
-        raise FileExistsError(f"{folder} appeared while generating; remove it or use it")
-    tmp.rename(folder)
+    with lock(folder):
+        if (folder / "labels.csv").exists():
+            return folder  # another process wrote it while we waited
+        if folder.exists():
+            raise FileExistsError(f"{folder} exists but holds no labels.csv (not written by the book?): "
+                                  "move it away, or pass another root=")
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+        try:
+            (tmp / "images").mkdir(parents=True)
+            rows = []
+            for split, n in ns.items():
+                im, lab = generate(int(n), seed, size, cfg, split, progress)
+                lab["split"] = split
+                lab["path"] = [f"images/{split}_{i:06d}.png" for i in range(len(lab))]
+                for arr, p in zip(im, lab["path"]):
+                    Image.fromarray(arr).save(tmp / p)
+                rows.append(lab)
+            pd.concat(rows, ignore_index=True).to_csv(tmp / "labels.csv", index=False)
+            (tmp / "config.json").write_text(json.dumps({"key": cfg.key(), "seed": seed, "size": size, "n": ns}))
+            tmp.rename(folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return folder
 
 
