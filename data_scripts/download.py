@@ -30,6 +30,11 @@ def main(argv=None) -> int:
     except (datasets.DatasetError, downloads.DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a read-only or full data folder, a file where a folder should be
+        where = exc.filename or args.root or "the data folder"
+        print(f"error: cannot write to {where} ({exc.strerror or exc}): set RETINA_DATA or pass --root to a "
+              "writable folder", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,12 +3,15 @@
 
     python data_scripts/prepare.py retinamnist --size 224 [--root DIR] [--seed 0]
 
-Writes <root>/<name>/prepared-<size>/images.npy (uint8) and labels.csv (with a split column).
+Writes <root>/<name>/prepared-<size>/images.npy (uint8) and labels.csv (with a split column), and
+unreadable.txt listing any image file that could not be read. Safe to run twice at once: the second
+waits for the first (a lock), and the finished folder is renamed into place whole.
 """
 import argparse
 import sys
 
 from helpers import datasets
+from helpers.env import data_root
 
 
 def main(argv=None) -> int:
@@ -22,6 +25,10 @@ def main(argv=None) -> int:
         print(datasets.prepare(args.name, args.size, args.root, args.seed))
     except datasets.DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a disk problem the library did not foresee: say where, and what to do
+        print(f"error: {exc}\ncannot write to {data_root(args.root)}: set RETINA_DATA or pass --root to a "
+              "writable folder", file=sys.stderr)
         return 1
     return 0
 

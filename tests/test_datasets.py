@@ -1,6 +1,10 @@
 """Real-dataset path, offline: fixtures in each source's format served from 127.0.0.1."""
+import dataclasses
 import hashlib
 import io
+import os
+import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -119,19 +123,145 @@ def test_never_touches_files_outside_its_cache(tmp_path, registry):
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["notes.txt"]
 
 
-def test_jsiec_folders_zip_and_corrupted_images(tmp_path):
+def jsiec_raw(root, per_class: int = 4) -> None:
+    """A JSIEC-like archive (one folder per class) with one broken file, put where download.py puts it."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for c, cls in enumerate(["0.0.Normal", "1.0.DR1", "29.0.Blur fundus"]):
-            for i in range(4):
+            for i in range(per_class):
                 zf.writestr(f"1000images/{cls}/img{i}.jpg", fundus_png(c * 10 + i))
         zf.writestr("1000images/1.0.DR1/broken.jpg", b"not an image")
-    raw = datasets.raw_dir("jsiec", tmp_path)
+    raw = datasets.raw_dir("jsiec", root)
     raw.mkdir(parents=True)
     (raw / "1000images.zip").write_bytes(buf.getvalue())
-    with pytest.warns(UserWarning, match="1 of 13 image files could not be read"):
+
+
+def test_jsiec_folders_zip_and_corrupted_images(tmp_path):
+    jsiec_raw(tmp_path)
+    folder = datasets.prepared_dir("jsiec", 32, tmp_path)
+    with pytest.warns(UserWarning, match="1 of 13 image files could not be read and were skipped: "
+                                         r"1000images/1.0.DR1/broken.jpg \(not an image file Pillow can read\); "
+                                         f"full list in {folder / 'unreadable.txt'}"):
         table = datasets.load_dataset("jsiec", root=tmp_path, size=32)
     assert len(table) == 12 and sorted(table.labels["jsiec_class"].unique()) == [0, 1, 2]
+    assert "1000images/1.0.DR1/broken.jpg\t" in (folder / "unreadable.txt").read_text()
+
+
+def _prepare_at_each_signal(barrier, root, results, rounds):
+    """One of the racing processes: at each round's signal (both ready, the test too), prepare."""
+    warnings.simplefilter("ignore")
+    for _ in range(rounds):
+        barrier.wait()
+        try:
+            results.put(("ok", str(datasets.prepare("jsiec", 32, root))))
+        except BaseException as exc:  # noqa: BLE001 - the test reports whatever the process met
+            results.put(("error", repr(exc)))
+
+
+def test_two_processes_preparing_at_once_both_succeed_and_leave_one_whole_folder(tmp_path):
+    """Two real processes run prepare on the same dataset at the same instant (a barrier), three times: first
+    into an empty cache, then over a finished folder. Both succeed, the folder is whole and right, and no
+    temporary is left. (Before the fix, every such race failed one process, and some deleted the result.)"""
+    import multiprocessing
+    jsiec_raw(tmp_path, per_class=6)
+    folder = datasets.prepared_dir("jsiec", 32, tmp_path)
+    ctx, rounds = multiprocessing.get_context("spawn"), 3
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_prepare_at_each_signal, args=(barrier, tmp_path, results, rounds), daemon=True)
+             for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        _check_rounds(barrier, results, procs, rounds, folder)
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():  # a failed round leaves it waiting at the barrier
+                proc.terminate()
+
+
+def _check_rounds(barrier, results, procs, rounds, folder):
+    first = None
+    for _ in range(rounds):
+        barrier.wait(timeout=300)
+        outcomes = [results.get(timeout=300) for _ in procs]
+        assert outcomes == [("ok", str(folder))] * 2
+        assert sorted(f.name for f in folder.iterdir()) == ["images.npy", "labels.csv", "unreadable.txt"]
+        labels, images = pd.read_csv(folder / "labels.csv"), np.load(folder / "images.npy")
+        assert len(labels) == len(images) == 18 and images.shape[1:] == (32, 32, 3)
+        first = labels if first is None else first
+        pd.testing.assert_frame_equal(labels, first)  # the same seed gives the same preparation every time
+        left = sorted(f.name for f in folder.parent.iterdir() if f.name not in ("raw", folder.name))
+        assert all(name.endswith(".lock") for name in left), left  # no .partial, .old or .tmp
+
+
+def test_a_failed_rewrite_keeps_the_finished_folder(tmp_path, monkeypatch):
+    jsiec_raw(tmp_path)
+    with pytest.warns(UserWarning):
+        folder = datasets.prepare("jsiec", 32, tmp_path)
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(datasets.np, "save", disk_full)
+    with pytest.raises(datasets.DatasetError) as err:
+        datasets.prepare("jsiec", 32, tmp_path)
+    assert f"cannot write to {folder}" in str(err.value) and "No space left" in str(err.value)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # nothing lost
+    assert not [f for f in folder.parent.iterdir() if f.name.endswith((".partial", ".old"))]
+
+
+def test_an_unwritable_data_folder_says_what_to_do(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file: nothing can be created below it")
+    monkeypatch.setenv("RETINA_DATA", str(blocker / "data"))
+    with pytest.raises(datasets.DatasetError) as err:
+        datasets.download("retinamnist", files=["retinamnist.npz"], progress=False)
+    msg = str(err.value)
+    assert f"cannot write to {blocker / 'data'}" in msg and "set RETINA_DATA or pass root=/--root" in msg
+    assert blocker.read_text().startswith("a file")
+    # prepare, with its raw files readable but the cache not writable (as a read-only RETINA_DATA does)
+    jsiec_raw(tmp_path)
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(datasets, "lock", denied)
+    with pytest.raises(datasets.DatasetError, match="cannot write to .*set RETINA_DATA or pass root=/--root"):
+        datasets.prepare("jsiec", 32, tmp_path)
+    import runpy
+    monkeypatch.setattr(sys, "argv", ["prepare.py", "jsiec", "--size", "32", "--root", str(tmp_path)])
+    with pytest.raises(SystemExit) as code:
+        runpy.run_path("data_scripts/prepare.py", run_name="__main__")
+    assert code.value.code == 1 and "set RETINA_DATA or pass root=/--root" in capsys.readouterr().err
+    monkeypatch.setattr(datasets, "prepare", lambda *a: denied("elsewhere"))  # an OSError the library let through
+    with pytest.raises(SystemExit) as code:
+        runpy.run_path("data_scripts/prepare.py", run_name="__main__")
+    assert code.value.code == 1 and "pass --root to a writable folder" in capsys.readouterr().err
+    assert (datasets.raw_dir("jsiec", tmp_path) / "1000images.zip").exists()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="permissions do not bind root")
+def test_a_read_only_data_folder_really_refused(tmp_path):
+    jsiec_raw(tmp_path)
+    os.chmod(tmp_path / "jsiec", 0o555)
+    try:
+        with pytest.raises(datasets.DatasetError, match="cannot write to .*set RETINA_DATA"):
+            datasets.prepare("jsiec", 32, tmp_path)
+    finally:
+        os.chmod(tmp_path / "jsiec", 0o755)
+
+
+def test_download_leaves_the_skip_to_fetch_and_passes_the_expected_size(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(datasets, "fetch", lambda url, dest, md5=None, **kw: calls.append((dest.name, kw)) or dest)
+    files = (datasets.RemoteFile("a.npz", "http://x/a.npz", None, 0, bytes=123),
+             datasets.RemoteFile("b.npz", "http://x/b.npz"))
+    entry = datasets.REGISTRY["retinamnist"]
+    monkeypatch.setitem(datasets.REGISTRY, "retinamnist", dataclasses.replace(entry, files=files))
+    datasets.download("retinamnist", tmp_path, progress=False)
+    (tmp_path / "retinamnist" / "raw" / "a.npz").write_bytes(b"x" * 123)  # already there: fetch decides
+    datasets.download("retinamnist", tmp_path, progress=False)
+    assert calls == [("a.npz", {"progress": False, "size": 123}), ("b.npz", {"progress": False})] * 2
 
 
 def test_deepdrid_csv_zip_splits_by_patient(tmp_path):
@@ -183,40 +313,6 @@ def test_unknown_dataset_lists_valid_names():
     with pytest.raises(datasets.DatasetError) as err:
         data.load("retinamnistt")
     assert "retinamnist" in str(err.value) and "synthretina" in str(err.value)
-
-
-def test_from_folder_and_its_errors(tmp_path):
-    for cls in ("healthy", "glaucoma"):
-        (tmp_path / cls).mkdir()
-        for i in range(5):
-            (tmp_path / cls / f"{i}.png").write_bytes(fundus_png(i))
-    (tmp_path / "glaucoma" / "bad.png").write_bytes(b"\x89PNG broken")
-    with pytest.warns(UserWarning, match="1 of 11"):
-        table = datasets.from_folder(tmp_path, size=32)
-    assert table.classes["label"] == ["glaucoma", "healthy"] and len(table) == 10
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(datasets.DatasetError, match="holds no images"):
-        datasets.from_folder(empty)
-
-
-def test_from_csv_and_its_errors(tmp_path):
-    rows = []
-    for i in range(12):
-        (tmp_path / f"{i}.png").write_bytes(fundus_png(i))
-        rows.append({"file": f"{i}.png", "diagnosis": ["normal", "dr"][i % 2], "pid": i // 2,
-                     "a": i % 2, "b": (i // 2) % 2})
-    csv = tmp_path / "labels.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
-    table = datasets.from_csv(csv, "file", "diagnosis", patient_col="pid", classes=["normal", "dr"], size=32)
-    assert list(table.labels["label"][:2]) == [0, 1]
-    assert (table.labels.groupby("patient_id")["split"].nunique() == 1).all()
-    multi = datasets.from_csv(csv, "file", ["a", "b"], size=32)
-    assert multi.target(["a", "b"]).shape == (12, 2)
-    with pytest.raises(datasets.DatasetError, match="missing"):
-        datasets.from_csv(csv, "file", "grade")
-    with pytest.raises(datasets.DatasetError, match="unknown label"):
-        datasets.from_csv(csv, "file", "diagnosis", classes=["normal"])
 
 
 def test_registry_table_and_cli(capsys):

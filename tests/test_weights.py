@@ -121,3 +121,78 @@ def test_weights_errors_are_download_errors():
     assert issubclass(weights.WeightsError, downloads.DownloadError)
     with pytest.raises(downloads.DownloadError):
         weights.info("no-such-weights")
+
+
+RETFOUND = "YukunZhou/RETFound_mae_natureCFP/resolve/main/RETFound_mae_natureCFP.pth"
+
+
+def retfound_blob(**extra) -> tuple[dict, bytes]:
+    """A tiny ViT in RETFound's layout: ``{"model": state, "args": Namespace(...)}`` as the real file has."""
+    import argparse
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+    return vit.state_dict(), as_bytes({"model": vit.state_dict(), "args": argparse.Namespace(model="vit"), **extra})
+
+
+def test_hf_token_stays_on_the_hub_and_the_cache_needs_no_token(tmp_path, monkeypatch):
+    state, blob = retfound_blob()
+    with FileServer({"blobs/retfound": blob}) as cdn, FileServer({RETFOUND: blob}, token="hf_secret") as hub:
+        hub.redirect[RETFOUND] = f"{cdn.url}/blobs/retfound"  # the hub sends the file from another host
+        monkeypatch.setenv(weights.HF_ENV, hub.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        weights.pretrained_encoder("retfound-mae", token="hf_secret", cache=tmp_path, arch="vit_tiny_patch16_224",
+                                   progress=False)
+    assert any(auth == "Bearer hf_secret" for _, _, auth in hub.auth)
+    assert cdn.requests and all(auth is None for _, _, auth in cdn.auth)  # the token never left the hub
+    # now in the cache: no token, no server, offline mode — still loads
+    model = weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_file_put_by_hand_needs_no_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    (tmp_path / "retfound-mae").mkdir()
+    (tmp_path / "retfound-mae" / "RETFound_mae_natureCFP.pth").write_bytes(retfound_blob()[1])
+    weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
+
+
+def test_offline_and_missing_weights_say_what_to_do(tmp_path, monkeypatch):
+    with FileServer({}) as srv:
+        monkeypatch.setenv(weights.HF_ENV, srv.url)
+        with pytest.raises(downloads.DownloadError, match="HTTP 404.*RETINA_HF_ENDPOINT"):
+            weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18")
+    monkeypatch.setattr("time.sleep", lambda s: None)  # huggingface_hub retries a refused connection with back-off
+    with pytest.raises(downloads.OfflineError, match="could not be reached.*hf download jusiro2/FLAIR flair_resnet"):
+        weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18")  # the server is gone
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(downloads.OfflineError, match="HF_HUB_OFFLINE is set.*not in"):
+        weights.pretrained_encoder("retfound-mae", token="hf_x", cache=tmp_path, arch="vit_tiny_patch16_224")
+
+
+class Custom:
+    """Not an allowed global: a checkpoint holding one is refused, by name."""
+
+
+def test_checkpoints_namespace_loads_custom_class_is_named_truncated_is_corrupt(tmp_path):
+    state, blob = retfound_blob()
+    (tmp_path / "ok.pth").write_bytes(blob)
+    assert set(weights.read_checkpoint(tmp_path / "ok.pth")["model"]) == set(state)
+    (tmp_path / "custom.pth").write_bytes(retfound_blob(extra=Custom())[1])
+    with pytest.raises(weights.WeightsError, match="test_weights.Custom: this is not corruption") as err:
+        weights.read_checkpoint(tmp_path / "custom.pth")
+    assert "download again" not in str(err.value)
+    (tmp_path / "cut.pth").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(weights.WeightsError, match="corrupt or truncated.*delete .*cut.pth and download again"):
+        weights.read_checkpoint(tmp_path / "cut.pth")
+    assert (tmp_path / "cut.pth").exists()  # reported, not removed behind the user's back
+
+
+def test_weights_file_takes_a_file_put_by_hand_and_refuses_timm_names(tmp_path):
+    from helpers import weights
+    by_hand = tmp_path / "flair-resnet50" / "flair_resnet.pth"
+    by_hand.parent.mkdir()
+    by_hand.write_bytes(b"x")
+    assert weights.weights_file("flair-resnet50", cache=tmp_path) == by_hand  # no token, no network
+    with pytest.raises(weights.WeightsError, match="pretrained_encoder"):
+        weights.weights_file("imagenet-resnet50")

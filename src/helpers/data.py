@@ -9,12 +9,15 @@ appendix page.
 
     table = helpers.data.load("synthretina", n=2000, size=64, seed=SEED)
     dls = helpers.data.dataloaders(table, target="dr_grade", bs=64, device=device)
+    mine = helpers.data.load("my/labels.csv", image_col="file", label_col="dr_grade", patient_col="patient")
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from .table import ImageTable, TableDataset
+from .table import SPLITS, ImageTable, TableDataset
 from .views import FUNDUS_MEAN, FUNDUS_STD, fundus_augmentations
 
 def batch_transforms(augment: bool, size: int | None = None, normalize: bool = True) -> list:
@@ -57,20 +60,43 @@ def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None =
     return out
 
 
-def load(source: str, root=None, size: int | None = None, n_train: int | None = None,
+def load(source, root=None, size: int | None = None, n_train: int | None = None,
          n_valid: int | None = None, n_test: int | None = None, seed: int = 0, **options) -> ImageTable:
     """Load any source as an :class:`ImageTable` — the one call every chapter uses.
 
-    ``source`` is ``"synthretina"`` (generated here, see chapter 0) or a name in
+    ``source`` is ``"synthretina"`` (generated here, see chapter 0), a name in
     the dataset registry (downloaded and prepared once, see the "Data and
-    weights" page). ``n_*`` cap each split (``None``: all of it; SynthRetina
-    needs them), ``size`` is the image side in pixels. Label columns use the
-    book's shared names (``dr_grade``, ``hr_grade``, ``glaucoma``, ...).
+    weights" page), or your own data: a CSV path (:func:`helpers.byo.from_csv`)
+    or a folder with one sub-folder per class (:func:`helpers.byo.from_folder`),
+    with their keyword options passed through. ``n_*`` cap each split
+    (``None``: all of it; SynthRetina needs them), ``size`` is the image side in
+    pixels. Registry label columns use the book's shared names (``dr_grade``,
+    ``hr_grade``, ``glaucoma``, ...); your CSV keeps its own.
     """
     if source == "synthretina":
         from .synthretina import synthretina_table
         return synthretina_table(n_train=n_train, n_valid=n_valid, n_test=n_test, size=size,
                                  seed=seed, root=root, **options)
-    from .datasets import load_dataset
-    return load_dataset(source, root=root, size=size, n_train=n_train, n_valid=n_valid,
+    from .datasets import REGISTRY, load_dataset
+    path = Path(str(source)).expanduser()
+    if str(source) not in REGISTRY and (path.is_dir() or path.suffix.lower() == ".csv" or path.is_file()):
+        from .byo import from_csv, from_folder
+        read = from_folder if path.is_dir() else from_csv
+        table = read(path, root=root, seed=seed, **({"size": size} if size else {}), **options)
+        return _cap_splits(table, (n_train, n_valid, n_test), seed)
+    return load_dataset(str(source), root=root, size=size, n_train=n_train, n_valid=n_valid,
                         n_test=n_test, seed=seed, **options)
+
+
+def _cap_splits(table: ImageTable, caps, seed: int) -> ImageTable:
+    """At most ``caps`` = (n_train, n_valid, n_test) rows of each split, drawn with ``seed``."""
+    if all(c is None for c in caps):
+        return table
+    rng = np.random.default_rng(seed)
+    keep = []
+    for split, cap in zip(SPLITS, caps):
+        idx = table.split_index(split)
+        if cap is not None and cap < len(idx):
+            idx = np.sort(rng.choice(idx, int(cap), replace=False))
+        keep.append(idx)
+    return table.take(np.concatenate(keep))

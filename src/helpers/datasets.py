@@ -1,36 +1,36 @@
-"""Real datasets: a registry, a resumable checksum-verified download, a one-time preparation, and
-bring-your-own data (a folder per class, or a CSV).
+"""Real datasets: a registry, a resumable checksum-verified download and a one-time preparation.
 
 Explained on the "Data and weights" appendix page. ``helpers.data.load(name)``
 calls :func:`load_dataset`; the command-line scripts in ``data_scripts/`` call
-:func:`download` and :func:`prepare`.
+:func:`download` and :func:`prepare`. Bring-your-own data (:func:`from_folder`,
+:func:`from_csv`) live in :mod:`helpers.byo` and are re-exported here.
 
 Files are fetched by :func:`helpers.downloads.fetch` (resumable, checksum-verified;
 ``RETINA_DATA_MIRROR`` redirects them to a mirror). Nothing outside
-``<root>/<name>/`` is ever written or deleted.
+``<root>/<name>/`` is ever written or deleted. A prepared folder is written under a
+unique temporary name, under a lock, and renamed into place: two processes preparing
+the same dataset both succeed, and a finished folder is only moved aside once its
+replacement is complete.
 """
 from __future__ import annotations
 
 import io
+import os
 import shutil
-import warnings
+import uuid
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .downloads import fetch, md5sum, mirror_url
-from .env import data_root
+from .byo import (IMAGE_EXT, DatasetError, from_csv, from_folder, read_images, split_by_group,  # noqa: F401
+                  unreadable_report, warn_unreadable)
+from .downloads import fetch, mirror_url
+from .env import data_root, lock
 from .table import DR_NAMES, ImageTable
-
-
-class DatasetError(RuntimeError):
-    """A dataset problem (unknown name, not downloaded, unreadable files) with a message that says what to do.
-
-    Transfer problems are :class:`helpers.downloads.DownloadError` instead.
-    """
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class RemoteFile:
     url: str
     md5: str | None = None      # None: not published; the download is not verified (said on the page)
     size: int = 0               # px side for MedMNIST files (0: the original 28 px)
+    bytes: int | None = None    # expected file size (None: unknown); fetch checks it when given
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,18 @@ REGISTRY: dict[str, DatasetInfo] = {
         {"dr_grade": "ordinal"}, {"dr_grade": DR_NAMES}, 3662, "~9 GB", (), "Kaggle competition rules",
         "APTOS 2019 Blindness Detection, Kaggle (2019)", "manual",
         "needs a Kaggle account and API token: `kaggle competitions download -c aptos2019-blindness-detection`, "
-        "then from_csv(train.csv, 'id_code', 'diagnosis')"),
+        "then helpers.data.load('train.csv', image_col='id_code', label_col='diagnosis', image_dir='train_images', "
+        "ext='.png', ordinal='diagnosis')"),
 }
 
 
 def info(name: str) -> DatasetInfo:
     """The registry entry of ``name``; unknown names list the valid ones."""
     if name not in REGISTRY:
-        raise DatasetError(f"unknown dataset {name!r}; datasets: synthretina, {', '.join(REGISTRY)}")
+        raise DatasetError(f"unknown dataset {name!r}; datasets: synthretina, {', '.join(REGISTRY)}. For your own "
+                           "images pass a CSV or a folder: helpers.data.load('labels.csv', image_col=..., "
+                           "label_col=...) (from_csv), or helpers.data.load('my_images/') with one sub-folder per "
+                           "class (from_folder)")
     return REGISTRY[name]
 
 
@@ -141,23 +146,35 @@ def raw_dir(name: str, root=None) -> Path:
     return data_root(root) / name / "raw"
 
 
-def download(name: str, root=None, files: list[str] | None = None, progress: bool = True) -> list[Path]:
-    """Download a registry dataset's files into ``<root>/<name>/raw`` (skips verified ones).
+def _cannot_write(path, exc: OSError) -> DatasetError:
+    return DatasetError(f"cannot write to {path}: set RETINA_DATA or pass root=/--root to a writable folder "
+                        f"({exc.strerror or exc})")
 
-    Transfer problems raise :class:`helpers.downloads.DownloadError` (checksum, offline, gated).
+
+def download(name: str, root=None, files: list[str] | None = None, progress: bool = True) -> list[Path]:
+    """Download a registry dataset's files into ``<root>/<name>/raw``.
+
+    :func:`helpers.downloads.fetch` skips a file that is already there and valid. Transfer problems
+    raise :class:`helpers.downloads.DownloadError` (checksum, offline, gated); a folder that cannot
+    be written a :class:`DatasetError` that says so.
     """
     d = info(name)
     if d.layout == "manual" or not d.files:
         raise DatasetError(f"{name} cannot be downloaded automatically: {d.notes}")
     out = []
+    try:
+        raw_dir(name, root).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(raw_dir(name, root), exc) from None
     for f in d.files:
         if files and f.name not in files:
             continue
         dest = raw_dir(name, root) / f.name
-        if dest.exists() and (f.md5 is None or md5sum(dest) == f.md5):
-            out.append(dest)
-            continue
-        out.append(fetch(mirror_url(f.name, f.url), dest, f.md5, progress=progress))
+        extra = {"size": f.bytes} if f.bytes is not None else {}  # fetch checks the size when it is known
+        try:
+            out.append(fetch(mirror_url(f.name, f.url), dest, f.md5, progress=progress, **extra))
+        except OSError as exc:  # fetch turns network errors into DownloadError: this one is the disk's
+            raise _cannot_write(dest.parent, exc) from None
     if progress:
         print(f"{name}: licence {d.licence}. Cite: {d.citation}")
     return out
@@ -165,102 +182,107 @@ def download(name: str, root=None, files: list[str] | None = None, progress: boo
 
 # --------------------------------------------------------------------------- prepare
 
-def crop_fov(img: np.ndarray, size: int, threshold: int = 15) -> np.ndarray:
-    """Crop to the circular field of view (bright pixels' bounding box), pad square with black, resize."""
-    from PIL import Image
-    if img.ndim == 2:
-        img = np.stack([img] * 3, -1)
-    bright = img.max(-1) > threshold
-    ys, xs = np.nonzero(bright)
-    if len(ys) > 0.05 * bright.size:
-        img = img[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
-    h, w = img.shape[:2]
-    side = max(h, w)
-    canvas = np.zeros((side, side, 3), np.uint8)
-    canvas[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img
-    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BICUBIC))
-
-
 def prepared_dir(name: str, size: int, root=None) -> Path:
     return data_root(root) / name / f"prepared-{size}"
 
 
-def _write_prepared(folder: Path, images: np.ndarray, labels: pd.DataFrame) -> Path:
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # our own leftover from an interrupted preparation
-    tmp.mkdir(parents=True)
-    np.save(tmp / "images.npy", images)
-    labels.to_csv(tmp / "labels.csv", index=False)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+def _complete(folder: Path) -> bool:
+    return (folder / "images.npy").is_file() and (folder / "labels.csv").is_file()
+
+
+@contextmanager
+def _locked(folder: Path):
+    """Hold the cache lock of ``folder``; remove the temporary folders crashed writers left beside it."""
+    try:
+        held = lock(folder)
+        held.acquire()
+    except OSError as exc:
+        raise _cannot_write(folder.parent, exc) from None
+    try:
+        # Every writer holds this lock while it writes, so what is left now belongs to no live process.
+        for old in folder.parent.glob(f".{folder.name}.*"):
+            if old.is_dir() and old.suffix in (".partial", ".old"):
+                shutil.rmtree(old, ignore_errors=True)
+        legacy = folder.with_name(folder.name + ".partial")  # the fixed name earlier versions used
+        if legacy.is_dir():
+            shutil.rmtree(legacy, ignore_errors=True)
+        yield
+    finally:
+        held.release()
+
+
+def _write_prepared(folder: Path, images: np.ndarray, labels: pd.DataFrame, files: dict | None = None) -> Path:
+    """Write ``images.npy``, ``labels.csv`` (and text ``files``) into a unique temporary folder beside
+    ``folder``, then rename it into place. Called under :func:`_locked`. A finished folder already
+    there is moved aside only once its replacement is complete, then removed."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:
+        tmp.mkdir(parents=True)
+        np.save(tmp / "images.npy", images)
+        labels.to_csv(tmp / "labels.csv", index=False)
+        for fname, text in (files or {}).items():
+            (tmp / fname).write_text(text)
+        try:
+            os.rename(tmp, folder)  # atomic when nothing is there yet
+        except OSError:
+            if not folder.exists():
+                raise
+            old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+            os.rename(folder, old)
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                os.rename(old, folder)  # put the finished folder back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise _cannot_write(folder, exc) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
-def _split_by_group(groups: pd.Series, seed: int, fractions=(0.7, 0.1, 0.2)) -> np.ndarray:
-    """Deterministic train/valid/test split by group (patient) id."""
-    uniq = np.array(sorted(groups.astype(str).unique()))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(uniq)
-    cut1 = int(round(fractions[0] * len(uniq)))
-    cut2 = cut1 + int(round(fractions[1] * len(uniq)))
-    where = {g: ("train" if i < cut1 else "valid" if i < cut2 else "test") for i, g in enumerate(uniq)}
-    return groups.astype(str).map(where).to_numpy()
+def prepare(name: str, size: int = 224, root=None, seed: int = 0, overwrite: bool = True) -> Path:
+    """Turn the downloaded files into ``prepared-<size>/images.npy`` + ``labels.csv`` (with splits).
 
-
-def _read_images(blobs, size: int, names) -> tuple[np.ndarray, list[int]]:
-    """Decode, crop and resize images; corrupted ones are skipped and counted (one warning)."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-    out, kept, bad = [], [], 0
-    for i, blob in enumerate(tqdm(blobs, total=len(names), desc="preparing", leave=False)):
-        try:
-            with Image.open(io.BytesIO(blob()) if callable(blob) else blob) as im:
-                out.append(crop_fov(np.asarray(im.convert("RGB")), size))
-            kept.append(i)
-        except Exception:  # noqa: BLE001 - any undecodable file is skipped and counted
-            bad += 1
-    if bad:
-        warnings.warn(f"{bad} of {len(names)} image files could not be read and were skipped", stacklevel=3)
-    if not out:
-        raise DatasetError("no readable image found")
-    return np.stack(out), kept
-
-
-def prepare(name: str, size: int = 224, root=None, seed: int = 0) -> Path:
-    """Turn the downloaded files into ``prepared-<size>/images.npy`` + ``labels.csv`` (with splits)."""
+    Safe across processes: under a lock, into a unique temporary folder, renamed into place.
+    ``overwrite=False`` returns a complete prepared folder as it is (what :func:`load_dataset` does).
+    Unreadable images are skipped, named in one warning and listed in ``prepared-<size>/unreadable.txt``.
+    """
     d = info(name)
     raw = raw_dir(name, root)
-    missing = [f.name for f in d.files if not (raw / f.name).exists()]
     if d.layout == "manual":
         raise DatasetError(f"{name} is prepared by hand: {d.notes}")
-    if d.layout == "medmnist":
-        avail = [f for f in d.files if (raw / f.name).exists()]
-        if not avail:
-            raise DatasetError(f"{name} is not downloaded; run: python data_scripts/download.py {name} "
-                               f"--root {data_root(root)}")
-        best = min(avail, key=lambda f: (((f.size or 28) < size), abs((f.size or 28) - size)))
-        return _prepare_medmnist(d, raw / best.name, size, root)
-    if missing:
+    avail = [f for f in d.files if (raw / f.name).exists()]
+    if d.layout == "medmnist" and not avail or d.layout != "medmnist" and len(avail) < len(d.files):
+        missing = [f.name for f in d.files if f not in avail]
         raise DatasetError(f"{name} is not downloaded ({', '.join(missing)} missing); run: "
                            f"python data_scripts/download.py {name} --root {data_root(root)}")
-    archive = raw / d.files[0].name
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise DatasetError(f"{archive} is not a complete zip archive (truncated download?); delete it and "
-                           f"run: python data_scripts/download.py {name}") from None
-    with zf:
-        if d.layout == "folders-zip":
-            return _prepare_folders_zip(d, zf, size, root, seed)
-        return _prepare_csv_zip(d, zf, size, root, seed)
+    folder = prepared_dir(name, size, root)
+    with _locked(folder):
+        if not overwrite and _complete(folder):
+            return folder  # another process prepared it while we waited: that is success
+        if d.layout == "medmnist":
+            best = min(avail, key=lambda f: (((f.size or 28) < size), abs((f.size or 28) - size)))
+            images, labels, bad, total = _prepare_medmnist(d, raw / best.name, size)
+        else:
+            archive = raw / d.files[0].name
+            try:
+                zf = zipfile.ZipFile(archive)
+            except zipfile.BadZipFile:
+                raise DatasetError(f"{archive} is not a complete zip archive (truncated download?); delete it "
+                                   f"and run: python data_scripts/download.py {name}") from None
+            with zf:
+                make = _prepare_folders_zip if d.layout == "folders-zip" else _prepare_csv_zip
+                images, labels, bad, total = make(d, zf, size, seed)
+        files = {"unreadable.txt": unreadable_report(bad, total, name)} if bad else {}
+        _write_prepared(folder, images, labels, files)
+    warn_unreadable(bad, total, name, folder / "unreadable.txt", write=False)
+    return folder
 
 
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def _prepare_medmnist(d: DatasetInfo, path: Path, size: int, root) -> Path:
+def _prepare_medmnist(d: DatasetInfo, path: Path, size: int):
     from PIL import Image
     try:
         arrays = np.load(path, allow_pickle=False)
@@ -277,22 +299,31 @@ def _prepare_medmnist(d: DatasetInfo, path: Path, size: int, root) -> Path:
             imgs = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in imgs])
         images.append(imgs.astype(np.uint8))
         rows.append(pd.DataFrame({col: labs.reshape(len(labs), -1)[:, 0].astype(int), "split": split}))
-    return _write_prepared(prepared_dir(d.name, size, root), np.concatenate(images), pd.concat(rows, ignore_index=True))
+    labels = pd.concat(rows, ignore_index=True)
+    return np.concatenate(images), labels, [], len(labels)
 
 
-def _prepare_folders_zip(d, zf, size, root, seed) -> Path:
-    members = [m for m in zf.namelist() if m.lower().endswith(_IMAGE_EXT) and "__MACOSX" not in m]
+def _read_or_refuse(d, sources, names, size):
+    imgs, kept, bad = read_images(sources, names, size)
+    if imgs is None:
+        raise DatasetError(f"{d.name}: no readable image in the archive; "
+                           + ", ".join(f"{n} ({r})" for n, r in bad[:5]))
+    return imgs, kept, bad
+
+
+def _prepare_folders_zip(d, zf, size, seed):
+    members = [m for m in zf.namelist() if m.lower().endswith(IMAGE_EXT) and "__MACOSX" not in m]
     if not members:
         raise DatasetError(f"{d.name}: the archive holds no images")
     classes = sorted({Path(m).parent.name for m in members})
-    imgs, kept = _read_images([lambda m=m: zf.read(m) for m in members], size, members)
+    imgs, kept, bad = _read_or_refuse(d, [lambda m=m: zf.read(m) for m in members], members, size)
     labels = pd.DataFrame({d.options["label"]: [classes.index(Path(members[i]).parent.name) for i in kept],
                            "file": [members[i] for i in kept]})
-    labels["split"] = _split_by_group(labels["file"], seed)
-    return _write_prepared(prepared_dir(d.name, size, root), imgs, labels)
+    labels["split"] = split_by_group(labels["file"], seed)
+    return imgs, labels, bad, len(members)
 
 
-def _prepare_csv_zip(d, zf, size, root, seed) -> Path:
+def _prepare_csv_zip(d, zf, size, seed):
     import fnmatch
     o = d.options
     csvs = [m for m in zf.namelist() if fnmatch.fnmatch(Path(m).name.lower(), o["csv_glob"].lower())]
@@ -302,14 +333,16 @@ def _prepare_csv_zip(d, zf, size, root, seed) -> Path:
     for col in (o["image_col"], o["label_col"], o["patient_col"]):
         if col not in table.columns:
             raise DatasetError(f"{d.name}: column {col!r} missing from {csvs[0]}; columns: {list(table.columns)}")
-    by_name = {Path(m).name: m for m in zf.namelist() if m.lower().endswith(_IMAGE_EXT)}
-    members = [by_name.get(Path(str(p).replace("\\", "/")).name) for p in table[o["image_col"]]]
-    present = [i for i, m in enumerate(members) if m is not None]
-    imgs, kept = _read_images([lambda m=members[i]: zf.read(m) for i in present], size, present)
+    by_name = {Path(m).name: m for m in zf.namelist() if m.lower().endswith(IMAGE_EXT)}
+    wanted = [Path(str(p).replace("\\", "/")).name for p in table[o["image_col"]]]
+    present = [i for i, m in enumerate(wanted) if m in by_name]
+    absent = [(wanted[i], "not in the archive") for i in range(len(wanted)) if wanted[i] not in by_name]
+    imgs, kept, bad = _read_or_refuse(d, [lambda m=by_name[wanted[i]]: zf.read(m) for i in present],
+                                      [by_name[wanted[i]] for i in present], size)
     rows = table.iloc[[present[k] for k in kept]].reset_index(drop=True)
     labels = pd.DataFrame({"dr_grade": rows[o["label_col"]].astype(int), "patient_id": rows[o["patient_col"]]})
-    labels["split"] = _split_by_group(labels["patient_id"], seed)
-    return _write_prepared(prepared_dir(d.name, size, root), imgs, labels)
+    labels["split"] = split_by_group(labels["patient_id"], seed)
+    return imgs, labels, absent + bad, len(table)
 
 
 def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_valid=None, n_test=None,
@@ -338,7 +371,7 @@ def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_
                                f"or from a checkout with\n  python data_scripts/download.py {name} --root "
                                f"{data_root(root)}\n  python data_scripts/prepare.py {name} --size {size} "
                                f"--root {data_root(root)}")
-        prepare(name, size, root, seed)
+        prepare(name, size, root, seed, overwrite=False)
     images = np.load(folder / "images.npy", allow_pickle=False)
     labels = pd.read_csv(folder / "labels.csv")
     keep = []
@@ -355,63 +388,3 @@ def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_
             classes[col] = [str(i) for i in range(int(labels[col].max()) + 1)]
     return ImageTable(images[keep], labels.iloc[keep].reset_index(drop=True), tasks=dict(d.labels),
                       classes=classes, name=name)
-
-
-# --------------------------------------------------------------------------- bring your own
-
-def from_folder(path, size: int = 224, seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> ImageTable:
-    """A student's folder with one sub-folder per class, read into memory (cropped to the FOV, resized).
-
-    Corrupted files are skipped and counted in one warning; an empty folder is an error.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise DatasetError(f"{path} is not a folder")
-    files = sorted(p for p in path.glob("*/*") if p.suffix.lower() in _IMAGE_EXT)
-    if not files:
-        raise DatasetError(f"{path} holds no images in class sub-folders (expected {path}/<class>/<image>.png)")
-    classes = sorted({p.parent.name for p in files})
-    imgs, kept = _read_images(files, size, files)
-    labels = pd.DataFrame({"label": [classes.index(files[i].parent.name) for i in kept],
-                           "file": [str(files[i].relative_to(path)) for i in kept]})
-    labels["split"] = _split_by_group(labels["file"], seed, fractions)
-    return ImageTable(imgs, labels, tasks={"label": "single"}, classes={"label": classes}, name=path.name)
-
-
-def from_csv(csv, image_col: str, label_col: str | list, patient_col: str | None = None, root=None,
-             classes: list | None = None, size: int = 224, seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> ImageTable:
-    """A student's CSV of image paths and labels (a list of ``label_col`` = multi-label 0/1 columns).
-
-    Splits go by ``patient_col`` when given (no patient in two splits). Label
-    values are mapped to ``classes`` when given (an unknown value is an error).
-    """
-    csv = Path(csv)
-    table = pd.read_csv(csv)
-    label_cols = [label_col] if isinstance(label_col, str) else list(label_col)
-    needed = [image_col] + label_cols + ([patient_col] if patient_col else [])
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise DatasetError(f"{csv.name}: column(s) {missing} missing; columns: {list(table.columns)}")
-    if table.empty:
-        raise DatasetError(f"{csv.name} has no rows")
-    multi = len(label_cols) > 1
-    if not multi:
-        values = table[label_cols[0]]
-        if classes is None:
-            classes = sorted(values.astype(str).unique())
-        names = [str(c) for c in classes]
-        unknown = sorted(set(values.astype(str)) - set(names))
-        if unknown:
-            raise DatasetError(f"{csv.name}: unknown label(s) {unknown} in {label_cols[0]!r}; classes: {names}")
-        table["label"] = values.astype(str).map({n: i for i, n in enumerate(names)})
-    base = Path(root) if root else csv.parent
-    files = [base / p for p in table[image_col].astype(str)]
-    imgs, kept = _read_images(files, size, files)
-    rows = table.iloc[kept].reset_index(drop=True)
-    labels = rows[label_cols].astype(int) if multi else rows[["label"]].copy()
-    groups = rows[patient_col] if patient_col else rows[image_col]
-    if patient_col:
-        labels["patient_id"] = rows[patient_col].to_numpy()
-    labels["split"] = _split_by_group(groups, seed, fractions)
-    tasks = {c: "multi" for c in label_cols} if multi else {"label": "single"}
-    return ImageTable(imgs, labels, tasks=tasks, classes={} if multi else {"label": names}, name=csv.stem)

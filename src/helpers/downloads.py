@@ -1,22 +1,27 @@
-"""Downloads for data and weights: resumable, checksum-verified, with errors that say what to do.
+"""Downloads for data and weights: resumable, verified, safe when two processes fetch at once.
 
 Explained on the "Data and weights" appendix page. :mod:`helpers.datasets`
 fetches the registry's files with :func:`fetch`, :mod:`helpers.weights` the
-official checkpoints.
+official checkpoints (Hugging Face files go through ``huggingface_hub`` instead).
 
-Every download is written under a temporary name (``*.part``), resumed with an
-HTTP ``Range`` request when interrupted, and renamed only after its checksum
-matches. Set ``RETINA_DATA_MIRROR`` to fetch every dataset file from
-``<mirror>/<file name>`` instead of its home URL (a lab mirror, or the tests'
-local server). Every error raised here is a :class:`DownloadError`.
+``pooch`` does the caching, the MD5 check and the atomic move into place; the
+book adds what pooch lacks: an HTTP ``Range`` resume from a stable ``<file>.part``
+(:class:`Resumable`, a pooch downloader), a size check for files without a
+published checksum (recorded in a hidden ``.<file>.size`` beside them), a
+cross-process lock (``filelock``) per destination, and errors that say what to
+do. Set ``RETINA_DATA_MIRROR`` to fetch every dataset file from
+``<mirror>/<file name>`` (a lab mirror, or the tests' local server). Every
+error raised here is a :class:`DownloadError`.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from .env import atomic_write, cache_dir, lock
 
 MIRROR_ENV = "RETINA_DATA_MIRROR"
 USER_AGENT = "retina-fm-book (+https://github.com/retina-fm-book/retina-fm-book)"
@@ -53,66 +58,166 @@ def mirror_url(name: str, url: str) -> str:
     return f"{mirror.rstrip('/')}/{name}" if mirror else url
 
 
-def fetch(url: str, dest: Path, md5: str | None = None, token: str | None = None, progress: bool = True,
-          timeout: float = 60.0, chunk: int = 1 << 16) -> Path:
-    """Download ``url`` to ``dest``: resumable (``dest.part`` + Range), verified, renamed at the end.
+def _size_record(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.size")
 
-    A checksum mismatch removes the partial file and raises :class:`ChecksumError`
-    (expected vs got); no network raises :class:`OfflineError` naming the URL and
-    the manual alternative; 401/403 raises :class:`GatedError`; any other HTTP
-    error a :class:`DownloadError`.
+
+def verified(dest: Path, md5: str | None = None, size: int | None = None) -> bool:
+    """Whether ``dest`` is there and matches ``md5``, else ``size``, else the size recorded when it was fetched.
+
+    A file with none of the three (put there by hand) is taken as it is.
     """
-    from tqdm.auto import tqdm
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise GatedError(f"{url} answered {exc.code}: these files need an account, accepted terms and a "
-                             "token (pass token=... or set HF_TOKEN)") from None
-        if exc.code == 416:  # the part file is already complete
-            resp = None
-        else:
-            raise DownloadError(f"{url} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise OfflineError(f"could not reach {url} ({getattr(exc, 'reason', exc)}). Without internet, download "
-                           f"the file by hand on another machine and put it at {dest}") from None
-    if resp is not None:
+    if not dest.is_file():
+        return False
+    if md5:
+        return md5sum(dest) == md5
+    if size is None and _size_record(dest).is_file():
+        try:
+            size = int(json.loads(_size_record(dest).read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # an unreadable record: fetch again rather than trust
+    return size is None or dest.stat().st_size == size
+
+
+def transfer_errors() -> tuple:
+    """The errors of a host out of reach or a transfer cut: sockets, http.client (IncompleteRead,
+    RemoteDisconnected…), urllib3, and httpx's as ``huggingface_hub`` uses it (requests' errors are OSErrors)."""
+    import importlib
+
+    import urllib3
+    found = [OSError, http.client.HTTPException, urllib3.exceptions.HTTPError]
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+class Resumable:
+    """A pooch downloader that resumes from ``<dest>.part`` with HTTP Range, checks the size, then hands the bytes over.
+
+    ``size`` is the expected byte count (``None``: the server's); ``verifiable`` says whether an MD5 will check the
+    result (without it and without any size the transfer is refused). ``total`` is the size received.
+    """
+
+    def __init__(self, dest: Path, token=None, size=None, verifiable=False, progress=True, timeout=60.0, chunk=1 << 16):
+        self.dest, self.part = dest, dest.with_name(dest.name + ".part")
+        self.token, self.size, self.verifiable, self.total = token, size, verifiable, None
+        self.progress, self.timeout, self.chunk = progress, timeout, chunk
+
+    def _get(self, url: str, start: int):
+        import requests
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",  # byte offsets must be the file's
+                   **({"Range": f"bytes={start}-"} if start else {})}
+        if self.token:  # requests drops it when a redirect leaves the host
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            resp = requests.get(url, headers=headers, stream=True, timeout=self.timeout)
+        except transfer_errors() as exc:
+            raise OfflineError(f"could not reach {url} ({type(exc).__name__}). Without internet, download the file "
+                               f"by hand on another machine and put it at {self.dest}") from None
+        resp.raw.enforce_content_length = False  # keep the bytes of a cut body; the size check below tells
+        return resp
+
+    def __call__(self, url: str, output_file: str, pooch_obj=None) -> None:
+        have = self.part.stat().st_size if self.part.exists() else 0
+        resp = self._get(url, have)
+        if resp.status_code == 416:  # nothing after `have`: complete only if `have` is the whole file
+            full = resp.headers.get("Content-Range", "").rpartition("/")[2]
+            resp.close()
+            whole = int(full) if full.isdigit() else self.size
+            if whole is not None and have == whole and self.size in (None, whole):
+                return self._hand_over(url, whole, output_file)
+            self.part.unlink()  # a stale or foreign part: start from zero
+            have, resp = 0, self._get(url, 0)
         with resp:
-            resumed = resp.status == 206
-            if not resumed:
-                have = 0
-            total = resp.headers.get("Content-Length")
-            total = int(total) + have if total is not None else None
-            with open(part, "ab" if resumed else "wb") as out, \
-                    tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name,
-                         disable=not progress, leave=False) as bar:
-                while True:
-                    try:
-                        block = resp.read(chunk)
-                    except (TimeoutError, OSError) as exc:
-                        raise OfflineError(f"the transfer of {url} broke off ({exc}); run the same command "
-                                           f"again to resume from {part.stat().st_size} bytes") from None
-                    if not block:
-                        break
+            if resp.status_code in (401, 403):
+                raise GatedError(f"{url} answered {resp.status_code}: these files need an account, accepted terms "
+                                 "and a token (pass token=... or set HF_TOKEN)")
+            if resp.status_code >= 400:
+                raise DownloadError(f"{url} answered HTTP {resp.status_code}; check the URL (or {MIRROR_ENV})")
+            if resp.status_code == 206:
+                full = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                total = int(full) if full.isdigit() else None
+            else:  # 200: the whole file (a server that ignores Range starts again)
+                have, length = 0, resp.headers.get("Content-Length")
+                total = int(length) if length is not None else None
+            if self.size is not None and total is not None and total != self.size:
+                raise DownloadError(f"{url} offers {total} bytes but {self.dest.name} has {self.size}: the server "
+                                    f"holds another version. Check the URL (or {MIRROR_ENV}); nothing was changed")
+            expected = self.size if self.size is not None else total
+            if expected is None and not self.verifiable:
+                raise DownloadError(f"{url} sends no size and {self.dest.name} has no checksum, so a cut transfer "
+                                    f"could not be told from a whole one: download it by hand and put it at "
+                                    f"{self.dest}, or pass size=<bytes> to fetch")
+            self._stream(url, resp, have, expected)
+        self._hand_over(url, expected, output_file)
+
+    def _hand_over(self, url: str, expected: int | None, output_file: str) -> None:
+        got = self.part.stat().st_size
+        if expected is not None and got < expected:
+            raise OfflineError(f"the transfer of {url} stopped at {got} of {expected} bytes; run the same command "
+                               f"again to resume from {got} bytes")
+        if expected is not None and got > expected:
+            self.part.unlink()
+            raise DownloadError(f"{url} sent {got} bytes, more than the {expected} expected; the partial file was "
+                                "removed: run the same command again")
+        self.total = got
+        os.replace(self.part, output_file)  # pooch checks the MD5 and moves it into place
+
+    def _stream(self, url, resp, have, expected):
+        from tqdm.auto import tqdm
+        with open(self.part, "ab" if have else "wb") as out, \
+                tqdm(total=expected, initial=have, unit="B", unit_scale=True, desc=self.dest.name,
+                     disable=not self.progress, leave=False) as bar:
+            try:
+                for block in resp.iter_content(self.chunk):
                     out.write(block)
                     bar.update(len(block))
-            if total is not None and part.stat().st_size < total:
-                raise OfflineError(f"the transfer of {url} stopped at {part.stat().st_size} of {total} bytes; "
-                                   "run the same command again to resume")
-    if md5:
-        got = md5sum(part)
-        if got != md5:
-            part.unlink()
-            raise ChecksumError(f"checksum mismatch for {dest.name}: expected md5 {md5}, got {got}; "
-                                "the partial file was removed — download again")
-    os.replace(part, dest)
+            except transfer_errors() as exc:
+                out.flush()
+                raise OfflineError(f"the transfer of {url} broke off ({type(exc).__name__}); run the same command "
+                                   f"again to resume from {self.part.stat().st_size} bytes") from None
+
+
+def _dest_lock(dest: Path):
+    """A cross-process lock for ``dest``, kept in ``$RETINA_CACHE/locks`` so that the data folder holds only data."""
+    key = hashlib.sha1(str(dest.resolve()).encode()).hexdigest()[:16]
+    return lock(cache_dir("locks") / f"{dest.name}-{key}")
+
+
+def fetch(url: str, dest: Path, md5: str | None = None, token: str | None = None, progress: bool = True,
+          timeout: float = 60.0, chunk: int = 1 << 16, size: int | None = None) -> Path:
+    """``dest``, downloaded from ``url`` unless it is already there and verifies (``md5``, else ``size``/recorded size).
+
+    Resumable (``dest.part`` + Range), locked against a second process fetching the same file, moved into place
+    only once verified. Errors: :class:`ChecksumError` (expected vs got; nothing kept), :class:`OfflineError` (no
+    network, or a cut transfer: the part stays to resume), :class:`GatedError` (401/403), else :class:`DownloadError`.
+    """
+    import pooch
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _dest_lock(dest):
+        if verified(dest, md5, size):  # already here, or another process has just fetched it
+            return dest
+        dest.unlink(missing_ok=True)  # under its final name but not matching: fetched again, not trusted
+        _size_record(dest).unlink(missing_ok=True)
+        downloader = Resumable(dest, token, size, bool(md5), progress, timeout, chunk)
+        logger = pooch.get_logger()
+        level = logger.level
+        logger.setLevel("WARNING")  # the book's own progress bar says what is downloaded
+        try:
+            pooch.retrieve(url, f"md5:{md5}" if md5 else None, fname=dest.name, path=dest.parent,
+                           downloader=downloader)
+        except ValueError as exc:  # pooch's hash check; it has removed the bytes
+            raise ChecksumError(f"checksum mismatch for {dest.name} ({exc}) Nothing was kept: run the same "
+                                f"command again; if it fails again, the file at {url} has changed (try another "
+                                f"mirror with {MIRROR_ENV})") from None
+        finally:
+            logger.setLevel(level)
+        if not md5:
+            atomic_write(_size_record(dest), lambda p: p.write_text(json.dumps({"bytes": downloader.total,
+                                                                                "url": url})))
     return dest

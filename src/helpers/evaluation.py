@@ -129,12 +129,38 @@ def knn_probe(train_x, train_y, test_x, test_y, n_classes: int, k: int = 10, ord
         return metrics(test_y, _full_proba(knn, test_x, n_classes), ordinal)
 
 
-def probe(features: dict, table: ImageTable, target: str, max_iter: int = 1000, k: int = 10) -> dict:
-    """Linear probe and k-NN on ``features`` (train -> test) for label column ``target``."""
-    ordinal = table.tasks.get(target) == "ordinal"
-    y = table.target(target)
+def probe(features: dict, table: ImageTable, target, max_iter: int = 1000, k: int = 10) -> dict:
+    """Linear probe and k-NN on ``features`` (train -> test) for label column ``target``.
+
+    ``target`` may be a list of columns — the 0/1 columns of a multi-label task (kind ``multi``, e.g. a
+    CSV read by ``helpers.byo.from_csv``) or several tasks: then one probe per column, each column's
+    metrics under ``per_label`` and their mean (AUROC, balanced accuracy, ...) at the top level. A 0/1
+    label with a single value in the training split cannot be probed: its metrics are NaN, with a warning.
+    """
+    if not isinstance(target, str):
+        cols = list(target)
+        per = {c: probe(features, table, c, max_iter, k) for c in cols}
+        out = {}
+        for kind in ("linear", "knn"):
+            by = {c: per[c][kind] for c in cols}
+            common = [m for m in by[cols[0]] if all(m in by[c] for c in cols)]
+            with np.errstate(all="ignore"):
+                out[kind] = {m: float(np.nanmean([by[c][m] for c in cols])) if any(
+                    np.isfinite(by[c][m]) for c in cols) else float("nan") for m in common}
+            out[kind]["per_label"] = by
+        return out
+    kind = table.tasks.get(target)
+    y = table.labels[target].to_numpy().astype(np.int64) if kind == "multi" else table.target(target)
     ytr, yte = y[table.split_index("train")], y[table.split_index("test")]
-    n = table.n_classes(target)
+    n = 2 if kind == "multi" else table.n_classes(target)
+    if kind == "multi" and len(np.unique(ytr)) < 2:
+        import warnings
+        warnings.warn(f"{table.name}: label {target!r} has a single value in the training split; it cannot be "
+                      "probed (its metrics are NaN)", stacklevel=2)
+        nan = {m: float("nan") for m in ("accuracy", "balanced_accuracy", "kappa", "f1", "sensitivity",
+                                         "specificity", "auroc")}
+        return {"linear": dict(nan), "knn": dict(nan)}
+    ordinal = kind == "ordinal"
     return {"linear": linear_probe(features["train"], ytr, features["test"], yte, n, ordinal, max_iter),
             "knn": knn_probe(features["train"], ytr, features["test"], yte, n, k, ordinal)}
 

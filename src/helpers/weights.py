@@ -1,30 +1,41 @@
 """Official pretrained weights, loaded into timm encoders (gpu and full profiles).
 
 Explained on the "Data and weights" appendix page; chapters call
-:func:`pretrained_encoder`. Files are cached under ``$RETINA_CACHE/weights``.
-Checkpoints are read as safetensors or with ``torch.load(weights_only=True)``:
-nothing downloaded is ever unpickled as arbitrary objects. Each loader maps the
-official checkpoint's key names to timm's and reports missing and unexpected keys.
+:func:`pretrained_encoder`. Hugging Face files are fetched with
+``huggingface_hub.hf_hub_download`` into Hugging Face's own cache (``HF_HOME`` /
+``HF_HUB_CACHE``, shared with timm and the ``hf`` command; ``<cache>/hf`` when
+``cache=`` is given); GitHub releases with :func:`helpers.downloads.fetch` into
+``$RETINA_CACHE/weights/<name>/``. A file put by hand at
+``$RETINA_CACHE/weights/<name>/<file>`` is used as it is. The caches are looked
+at before any token is asked for, and ``HF_HUB_OFFLINE=1`` reads them only.
+Checkpoints are read as safetensors or with ``torch.load(weights_only=True)``
+(plus the harmless ``argparse.Namespace`` official checkpoints carry): nothing
+downloaded is ever unpickled as arbitrary objects. Each loader maps the official
+checkpoint's key names to timm's and reports missing and unexpected keys.
 
-Gated weights (RETFound on Hugging Face) need your token and the accepted terms
-of the model page: pass ``token=...`` or set ``HF_TOKEN``. The hub hosts can be
-redirected with ``RETINA_HF_ENDPOINT`` and ``RETINA_GITHUB_ENDPOINT`` (mirrors,
-or the tests' local server). Every error raised here is a
-:class:`helpers.downloads.DownloadError`.
+Gated weights (RETFound) need your token and the accepted terms of the model
+page: pass ``token=...``, set ``HF_TOKEN`` or run ``hf auth login``. The hosts
+can be redirected with ``RETINA_HF_ENDPOINT`` (else ``HF_ENDPOINT``) and
+``RETINA_GITHUB_ENDPOINT`` (mirrors, or the tests' local servers). Every error
+raised here is a :class:`helpers.downloads.DownloadError`.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import pickle
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .downloads import DownloadError, GatedError, fetch
+from .downloads import DownloadError, GatedError, OfflineError, fetch, transfer_errors
 from .env import cache_dir
 
 HF_ENV, GITHUB_ENV = "RETINA_HF_ENDPOINT", "RETINA_GITHUB_ENDPOINT"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SAFE_GLOBALS = [argparse.Namespace]  # what official checkpoints carry besides tensors (RETFound: its training args)
 
 
 class WeightsError(DownloadError):
@@ -86,16 +97,35 @@ def weights_url(w: WeightsInfo) -> str:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """A state dict from safetensors or a weights-only torch file (never arbitrary pickles)."""
+    """A state dict from safetensors or a weights-only torch file (never arbitrary pickles).
+
+    An object the book does not allow (see ``SAFE_GLOBALS``) is refused by name; a file torch cannot read is
+    called corrupt, with the path to delete.
+    """
+    from contextlib import nullcontext
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
+        from safetensors import SafetensorError
+        try:
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise WeightsError(f"{path} is corrupt or truncated ({exc}): delete it and download again") from None
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - an unsafe or broken file is refused, whatever the reason
-        raise WeightsError(f"{path} is not a weights-only checkpoint ({type(exc).__name__}); refusing to unpickle "
-                           "it. Delete it and download again.") from None
+        with allow(SAFE_GLOBALS) if allow else nullcontext():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise WeightsError(f"{path} holds an object of type {found.group(1)}: this is not corruption, but the "
+                               "book is refusing to unpickle it (unpickling can run code). Save the checkpoint's "
+                               "state dict alone (or as safetensors) where you trust it, and load that") from None
+        raise WeightsError(f"{path} is not a weights-only checkpoint (a plain pickle, or corrupt); refusing to "
+                           f"unpickle it. If you downloaded it, delete {path} and download again") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise WeightsError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0][:120]}): delete {path} and "
+                           "download again (the same call downloads it)") from None
 
 
 def map_keys(name: str, state: dict) -> dict:
@@ -159,6 +189,83 @@ def load_into(model: torch.nn.Module, state: dict, name: str = "") -> dict:
     return report
 
 
+def _hf_says(w: WeightsInfo, endpoint: str, cache, exc) -> DownloadError:
+    """huggingface_hub's error, as the book's error that says what to do."""
+    from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
+    repo, file = w.path.rsplit("/", 1)
+    if isinstance(exc, LocalEntryNotFoundError) and isinstance(exc.__cause__, HfHubHTTPError):
+        exc = exc.__cause__  # the hub answered (403, 404, 5xx…) and the file is not cached either
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, GatedRepoError) or status in (401, 403):
+        return GatedError(f"{endpoint}/{repo} answered {status}: {w.name} is gated. Log in at huggingface.co, accept "
+                          f"the terms on the model page ({repo}), create a read token and pass token=..., set HF_TOKEN "
+                          "or run `hf auth login`")
+    if isinstance(exc, LocalEntryNotFoundError):
+        where = cache or "Hugging Face's cache (HF_HUB_CACHE)"
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else f"{endpoint} could not be reached"
+        return OfflineError(f"{why} and {file} of {repo} is not in {where}. Connect (or unset HF_HUB_OFFLINE) and "
+                            f"run the same call again, or download it on another machine (`hf download {repo} {file}`)"
+                            " and copy the cache over")
+    if isinstance(exc, HfHubHTTPError):
+        return DownloadError(f"{endpoint} answered HTTP {status} for {file} of {repo}: check the name, and "
+                             f"{HF_ENV} / HF_ENDPOINT if you use a mirror")
+    return OfflineError(f"the transfer of {file} from {endpoint} broke off ({type(exc).__name__}: {exc}); run the "
+                        "same call again")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hf_file(w: WeightsInfo, token: str | None = None, cache: Path | None = None, progress: bool = True) -> Path:
+    """The local path of a Hugging Face weights file: from the cache if it is there (no token, no network), else
+    downloaded with ``hf_hub_download`` (which sends the token to the hub only, never to the CDN it redirects to).
+
+    ``cache``: a hub cache folder (``None``: Hugging Face's own). Token: ``token``, else ``HF_TOKEN`` or the
+    ``hf auth login`` one. Endpoint: ``RETINA_HF_ENDPOINT``, else ``HF_ENDPOINT``, else huggingface.co.
+    """
+    from huggingface_hub import get_token, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    repo, file = w.path.rsplit("/", 1)
+    cached = try_to_load_from_cache(repo, file, cache_dir=cache)
+    if isinstance(cached, str):
+        return Path(cached)
+    token = token or get_token()
+    if w.gated and not token and not _hub_offline():
+        raise GatedError(f"{w.name} is gated: log in at huggingface.co, accept the terms on the model page ({repo}), "
+                         "create a read token and pass token=..., set HF_TOKEN or run `hf auth login`")
+    endpoint = os.environ.get(HF_ENV) or None
+    quiet = not progress and not are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
+    try:
+        return Path(hf_hub_download(repo, file, cache_dir=cache, endpoint=endpoint, token=token or None,
+                                    local_files_only=_hub_offline()))
+    except transfer_errors() as exc:  # the hub's errors are OSErrors; httpx's are added
+        from huggingface_hub import constants
+        raise _hf_says(w, endpoint or constants.ENDPOINT, cache, exc) from None
+    finally:
+        if quiet:
+            enable_progress_bars()
+
+
+def weights_file(name: str, token: str | None = None, cache: Path | None = None, progress: bool = True) -> Path:
+    """The local checkpoint of the hub or GitHub weights ``name`` (chapter 3's RETFound, chapter 5's FLAIR).
+
+    A file put by hand at ``<cache>/<name>/<file>`` (``cache``: ``$RETINA_CACHE/weights``) is used as it is; a
+    Hugging Face file comes from the hub cache or :func:`hf_file`; a GitHub release is fetched (unless it is there
+    and verifies).
+    """
+    w = info(name)
+    if w.host == "timm":
+        raise WeightsError(f"{name} comes from timm: load it with pretrained_encoder({name!r})")
+    manual = (Path(cache) if cache else cache_dir("weights")) / name / Path(w.path).name
+    if w.host == "hf":
+        return manual if manual.exists() else hf_file(w, token, Path(cache) / "hf" if cache else None, progress)
+    return fetch(weights_url(w), manual, progress=progress)
+
+
 def pretrained_encoder(name: str, token: str | None = None, cache: Path | None = None, arch: str | None = None,
                        progress: bool = True) -> torch.nn.Module:
     """A timm encoder (``num_classes=0``: it returns pooled features) with official weights loaded.
@@ -172,20 +279,13 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
     if w.host == "timm":
         try:
             model = timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0)
-        except Exception as exc:  # noqa: BLE001 - timm raises various errors when offline
-            raise DownloadError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
+        except transfer_errors() as exc:  # offline: the hub's LocalEntryNotFoundError is an OSError
+            raise OfflineError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
                                "Without internet, use the random initialisation (profile smoke or cpu).") from None
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         return expect_fundus_input(model, replace(w, mean=tuple(cfg.get("mean", w.mean)),
                                                   std=tuple(cfg.get("std", w.std))))
-    token = token or os.environ.get("HF_TOKEN")
-    if w.gated and not token:
-        raise GatedError(f"{name} is gated: log in at huggingface.co, accept the terms on the model page "
-                         f"({w.path.rsplit('/', 1)[0]}), create a read token and pass token=... or set HF_TOKEN")
-    folder = Path(cache) if cache else cache_dir("weights")
-    dest = folder / name / Path(w.path).name
-    if not dest.exists():
-        fetch(weights_url(w), dest, token=token if w.host == "hf" else None, progress=progress)
+    dest = weights_file(name, token, cache, progress)
     kwargs = {"img_size": w.img_size} if (arch or w.arch).startswith("vit") else {}
     model = timm.create_model(arch or w.arch, pretrained=False, num_classes=0, **kwargs)
     load_into(model, map_keys(name, read_checkpoint(dest)), name)

@@ -344,14 +344,9 @@ def official_flair(token: str | None = None, cache=None, progress: bool = True) 
     """FLAIR's released model (both towers) through :mod:`helpers.weights` (entry ``flair-resnet50``; read with
     ``torch.load(weights_only=True)``), the key mapping reported. It takes the book's fundus-normalised images: the
     forward pre-hook of :func:`helpers.weights.expect_fundus_input` turns them into FLAIR's plain [0, 1] pixels."""
-    from pathlib import Path
-    from ..downloads import fetch
-    from ..env import cache_dir
-    from ..weights import expect_fundus_input, info, read_checkpoint, weights_url
+    from ..weights import expect_fundus_input, info, read_checkpoint, weights_file
     w = info("flair-resnet50")
-    dest = (Path(cache) if cache else cache_dir("weights")) / w.name / Path(w.path).name
-    if not dest.exists():
-        fetch(weights_url(w), dest, token=token, progress=progress)
+    dest = weights_file(w.name, token, cache, progress)  # by hand, the hub cache, or hf_hub_download
     model = faithful_flair()
     load_official(model, read_checkpoint(dest))
     expect_fundus_input(model.vision_model, w)
