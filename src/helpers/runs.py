@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 
+from . import distributed
 from .env import atomic_write, cache_dir, lock
 
 
@@ -89,7 +90,10 @@ def cached_json(name: str, key: str, compute, folder: Path | None = None):
 
 
 class SaveCheckpoints(Callback):
-    """Save the model after the epochs in ``epochs`` (1-based) to ``path_for(epoch)``: the budget curve's points."""
+    """Save the model after the epochs in ``epochs`` (1-based) to ``path_for(epoch)``: the budget curve's points.
+
+    On several processes only rank 0 writes (every process has the same weights).
+    """
     order = 90
 
     def __init__(self, epochs, path_for):
@@ -99,7 +103,10 @@ class SaveCheckpoints(Callback):
     def after_epoch(self):
         e = self.epoch + 1
         if e in self.epochs:
-            self.saved[e] = str(save_weights(self.learn.model, self.path_for(e), {"epoch": e}))
+            path = self.path_for(e)
+            if distributed.is_main():
+                save_weights(distributed.unwrap(self.learn.model), path, {"epoch": e})
+            self.saved[e] = str(path)
 
 
 def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Path | None = None,
@@ -113,26 +120,38 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
     ``extra(learn)`` returns after training (a JSON-able dict saved with the
     run: chapter 2 keeps its per-epoch collapse diagnostics there). ``bar=False``
     trains without fastai's progress bar and epoch table (runs read back in passing).
+
+    Under ``torchrun`` (book page "Scaling out") every process trains inside
+    :func:`helpers.distributed.trainer`; rank 0 alone takes the lock, decides
+    whether to load or train, and writes the checkpoints (the history then
+    records ``world_size``), so the chapters read the run back unchanged.
     """
+    import contextlib
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     folder = Path(folder) if folder else cache_dir("checkpoints")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{key}.safetensors"
     ckpt = lambda e: folder / f"{name}-{key}-e{e:03d}.safetensors"  # noqa: E731
-    with lock(path):
-        if path.exists():
-            hist = load_weights(learn.model, path)["history"]
+    main, world = distributed.is_main(), distributed.world_size()
+    with lock(path) if main else contextlib.nullcontext():
+        if distributed.broadcast_object(path.exists()):  # rank 0's answer on every process
+            # (a process on another node without a shared cache folder keeps its weights; rank 0's are the run)
+            hist = distributed.broadcast_object(load_weights(learn.model, path)["history"] if main else None)
+            if not main and path.exists():
+                load_weights(learn.model, path)
             hist["checkpoints"] = {int(e): str(folder / n) for e, n in hist.get("checkpoints", {}).items()
                                    if (folder / n).exists()}
-            print(f"loaded the saved run {path.name} (delete it to train again)")
+            if main:
+                print(f"loaded the saved run {path.name} (delete it to train again)")
             return {**hist, "loaded": True}
         saver = SaveCheckpoints([e for e in save_at if e < epochs], ckpt)
         t0 = time.perf_counter()
-        if bar:
-            learn.fit_one_cycle(epochs, lr, cbs=[saver])
-        else:
-            with learn.no_bar(), learn.no_logging():
+        with distributed.trainer(learn):
+            if bar:
                 learn.fit_one_cycle(epochs, lr, cbs=[saver])
+            else:
+                with learn.no_bar(), learn.no_logging():
+                    learn.fit_one_cycle(epochs, lr, cbs=[saver])
         seconds = time.perf_counter() - t0
         values = [v for v in learn.recorder.values if v]
         hist = {"train": [float(x) for x in learn.recorder.losses],
@@ -140,9 +159,13 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
                 "valid": [float(v[1]) for v in values if len(v) > 1],
                 "checkpoints": {e: Path(p).name for e, p in saver.saved.items()}, "seconds": seconds,
                 "epochs": epochs, **(extra(learn) if extra else {})}
+        if world > 1:
+            hist["world_size"] = world
         if epochs in set(save_at):
             hist["checkpoints"][epochs] = path.name
-        save_weights(learn.model, path, {"history": hist})
+        if main:
+            save_weights(distributed.unwrap(learn.model), path, {"history": hist})
+        distributed.barrier()  # the other processes return once the run is on disk
     hist["checkpoints"] = {e: str(folder / n) for e, n in hist["checkpoints"].items()}
     return {**hist, "loaded": False}
 
@@ -176,4 +199,5 @@ class EMA(Callback):
 
     def after_step(self):
         self.momentum = cosine_momentum(float(getattr(self.learn, "pct_train", 0.0)), self.base, self.final)
-        ema_update(self.get_student(self.learn.model), self.get_teacher(self.learn.model), self.momentum)
+        model = distributed.unwrap(self.learn.model)  # inside DistributedDataParallel on several processes
+        ema_update(self.get_student(model), self.get_teacher(model), self.momentum)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from fastai.callback.core import Callback
 from torch import nn
 
+from .. import distributed
 from ..runs import EMA
 from ..views import multi_crop
 
@@ -71,11 +72,15 @@ def dino_loss(student_out, teacher_out, center: torch.Tensor, t_student: float, 
 
 @torch.no_grad()
 def update_center(center: torch.Tensor, teacher_out, momentum: float) -> torch.Tensor:
-    """center ← m · center + (1 − m) · mean of the teacher outputs (averaged over processes when distributed)."""
+    """center ← m · center + (1 − m) · mean of the teacher outputs (averaged over processes when distributed).
+
+    On several processes each holds the same number of images (book page
+    "Scaling out"), so the mean of the processes' means is the global batch's mean.
+    """
     batch = torch.cat(list(teacher_out)).mean(0, keepdim=True)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if distributed.world_size() > 1:
         torch.distributed.all_reduce(batch)
-        batch = batch / torch.distributed.get_world_size()
+        batch = batch / distributed.world_size()
     return center * momentum + batch * (1 - momentum)
 
 
@@ -156,7 +161,7 @@ class DINO(Callback):
         rec = {"epoch": self.epoch + 1, "t_teacher": self.t_teacher,
                **{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("entropy", "kl_uniform")}}
         if self.monitor is not None:
-            rec.update(self.monitor(self.learn.model.teacher))
+            rec.update(self.monitor(distributed.unwrap(self.learn.model).teacher))
         self.epochs.append(rec)
 
     def before_batch(self):

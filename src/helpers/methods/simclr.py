@@ -13,18 +13,36 @@ import torch.nn.functional as F
 from fastai.callback.core import Callback
 from torch import nn
 
+from .. import distributed
 from ..models import MLPHead
 from ..views import FundusViews
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """NT-Xent: each view's positive is its partner; the other 2N-2 views of the batch are negatives."""
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+                 gather_distributed: bool = False) -> torch.Tensor:
+    """NT-Xent: each view's positive is its partner; the other 2N-2 views of the batch are negatives.
+
+    With ``gather_distributed`` and several processes (book page "Scaling out"),
+    the negatives are the views of the *global* batch: every process's
+    projections are gathered (gradients flow back through the gather), and each
+    process scores its own 2n views against all 2Wn, as lightly's
+    ``NTXentLoss(gather_distributed=True)``. The mean of the W processes' losses
+    is the loss of one process holding the whole batch.
+    """
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = z @ z.t() / temperature
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    z = torch.cat([z1, z2])
+    if gather_distributed and distributed.world_size() > 1:
+        offset = distributed.rank() * n
+        big1, big2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)
+    else:
+        offset, big1, big2 = 0, z1, z2
+    m = big1.shape[0]                                     # images in the global batch
+    sim = z @ torch.cat([big1, big2]).t() / temperature   # [2n, 2m]: my views against every view
+    rows = torch.arange(n, device=z.device) + offset      # where my images sit in the global batch
+    self_cols = torch.cat([rows, rows + m])
+    sim = sim.masked_fill(F.one_hot(self_cols, 2 * m).bool(), float("-inf"))
+    targets = torch.cat([rows + m, rows])                 # view 1's partner is its view 2, and back
     return F.cross_entropy(sim, targets)
 
 
@@ -55,28 +73,42 @@ class SimCLRViews(Callback):
 
 
 class NTXent(nn.Module):
-    """The loss a fastai Learner calls as ``loss_func(pred, *yb)``: NT-Xent of the two halves of ``pred``."""
+    """The loss a fastai Learner calls as ``loss_func(pred, *yb)``: NT-Xent of the two halves of ``pred``.
 
-    def __init__(self, temperature: float = 0.5, fn=None):
+    ``gather_distributed`` (default) takes the negatives from the global batch
+    when training on several processes; it changes nothing on one. A
+    student's ``fn(z1, z2, temperature)`` then sees the gathered projections of
+    the whole batch (the same loss on every process).
+    """
+
+    def __init__(self, temperature: float = 0.5, fn=None, gather_distributed: bool = True):
         super().__init__()
-        self.temperature, self.fn = temperature, fn or nt_xent_loss
+        self.temperature, self.fn, self.gather_distributed = temperature, fn, gather_distributed
 
     def forward(self, z, *_):
         n = z.shape[0] // 2
-        return self.fn(z[:n], z[n:], self.temperature)
+        z1, z2 = z[:n], z[n:]
+        if self.fn is None:
+            return nt_xent_loss(z1, z2, self.temperature, self.gather_distributed)
+        if self.gather_distributed:
+            z1, z2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)
+        return self.fn(z1, z2, self.temperature)
 
 
 def simclr_learner(dls, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int = 512, temperature: float = 0.5,
-                   views: nn.Module | None = None, loss_fn=None, wd: float = 1e-4, cbs=None):
+                   views: nn.Module | None = None, loss_fn=None, wd: float = 1e-4, cbs=None,
+                   gather_distributed: bool = True):
     """A fastai Learner for SimCLR pretraining (mixed precision when the device is CUDA).
 
     ``dls`` must yield images in [0, 1] (``dataloaders(..., augment=False, normalize=False)``);
     ``loss_fn(z1, z2, temperature)`` replaces the library's NT-Xent (chapter 1's exercise).
+    On several processes (``python -m helpers.pretrain``) the negatives come from the global batch
+    unless ``gather_distributed=False``, and the batch norms see the global batch.
     """
     from fastai.learner import Learner
     import fastai.callback.all  # noqa: F401  (fit_one_cycle, to_fp16)
     model = SimCLRModel(encoder, proj_dim, hidden_dim)
-    learn = Learner(dls, model, loss_func=NTXent(temperature, loss_fn),
+    learn = Learner(dls, model, loss_func=NTXent(temperature, loss_fn, gather_distributed),
                     cbs=[SimCLRViews(views or FundusViews())] + list(cbs or []), wd=wd)
     if dls.device is not None and torch.device(dls.device).type == "cuda":
         learn = learn.to_fp16()
