@@ -22,6 +22,7 @@ sooner) and appends a JSON line to ``--out``. Run it alone: two trainings at
 once on 2 cores slow each other several-fold.
 
     .venv/bin/python tests/benchmarks/time_to_accuracy.py                  # the cpu profile's chapter-1 knobs
+    .venv/bin/python tests/benchmarks/time_to_accuracy.py --lightly-recipe fundus   # lightly set to our ranges
     .venv/bin/python tests/benchmarks/time_to_accuracy.py --quick          # a few seconds: runs end to end
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,7 +120,15 @@ def run_lightly(table, target, a):
     env.seed_everything(a.seed)
     enc, _ = models.create_encoder(a.encoder)
     model = simclr.SimCLRModel(enc, a.proj_dim)
-    tf = SimCLRTransform(input_size=a.size, normalize={"mean": list(FUNDUS_MEAN), "std": list(FUNDUS_STD)})
+    norm = {"mean": list(FUNDUS_MEAN), "std": list(FUNDUS_STD)}
+    if a.lightly_recipe == "standard":  # lightly's defaults (SimCLR's ImageNet recipe, hue jitter included)
+        tf = SimCLRTransform(input_size=a.size, normalize=norm)
+    else:  # the same transform set to the book's fundus-safe ranges: only the pipeline differs
+        v = FundusViews()
+        tf = SimCLRTransform(input_size=a.size, cj_prob=1.0, cj_bright=v.brightness, cj_contrast=v.contrast,
+                             cj_sat=0.0, cj_hue=0.0, min_scale=v.crop_scale[0], random_gray_scale=0.0,
+                             gaussian_blur=v.blur_p, sigmas=(0.1, v.blur_sigma), rr_prob=1.0,
+                             rr_degrees=v.max_rotate, normalize=norm)
     loader = torch.utils.data.DataLoader(_Views(table, tf), batch_size=a.bs, shuffle=True, drop_last=True,
                                          num_workers=a.workers, persistent_workers=a.workers > 0)
     loss_fn = NTXentLoss(temperature=a.temperature)
@@ -158,7 +168,9 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["ours", "lightly"], default=None)
-    ap.add_argument("--out", default="time_to_accuracy.jsonl")
+    ap.add_argument("--lightly-recipe", choices=["standard", "fundus"], default="standard",
+                    help="lightly's default SimCLRTransform, or the same set to the book's fundus-safe ranges")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "time_to_accuracy.jsonl"))
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one epoch: checks it runs end to end")
     a = ap.parse_args(argv)
     a.tasks = DIAGNOSES
@@ -177,7 +189,8 @@ def main(argv=None):
         print(f"random init probe {rand:.3f}: target {target:.3f}", flush=True)
     row = {"encoder": a.encoder, "size": a.size, "n_train": a.n_train, "bs": a.bs, "lr": a.lr,
            "temperature": a.temperature, "max_epochs": a.max_epochs, "workers": a.workers, "target": round(target, 4),
-           "tasks": list(a.tasks), "threads": torch.get_num_threads(), "quick": a.quick}
+           "tasks": list(a.tasks), "threads": torch.get_num_threads(), "quick": a.quick,
+           "lightly_recipe": a.lightly_recipe, "seed": a.seed}
     for name, fn in (("ours", run_ours), ("lightly", run_lightly)):
         if a.only in (None, name):
             print(f"{name}:", flush=True)
