@@ -81,15 +81,21 @@ def test_failing_notebook_fails_the_build_with_its_traceback(tmp_path, isolated_
     assert [c["status"] for c in report["chapters"]] == ["ok", "failed"]
 
 
-def test_build_raises_when_a_chapter_fails(tmp_path, isolated_env, monkeypatch, capsys):
+def one_chapter_book(tmp_path, monkeypatch, name, cells):
+    """A book with one chapter ``name`` (its notebook folder is returned); ``book.BOOK`` points at its sources."""
     nb_dir = tmp_path / "nbs"
     nb_dir.mkdir()
-    make_notebook(nb_dir / "c_bad.ipynb", ["1/0"])
+    make_notebook(nb_dir / f"{name}.ipynb", cells)
     src = tmp_path / "booksrc"
     src.mkdir()
-    (src / "_toc.yml").write_text("root: intro\nchapters:\n- file: notebooks/c_bad\n")
+    (src / "_toc.yml").write_text(f"root: intro\nchapters:\n- file: notebooks/{name}\n")
     (src / "reproduction.md").write_text("# R\n" + book.REPORT_MARKER + "\n")
     monkeypatch.setattr(book, "BOOK", src)
+    return nb_dir
+
+
+def test_build_raises_when_a_chapter_fails(tmp_path, isolated_env, monkeypatch, capsys):
+    nb_dir = one_chapter_book(tmp_path, monkeypatch, "c_bad", ["1/0"])
     stage = tmp_path / "stage"
     (stage / "_build" / "html").mkdir(parents=True)
     (stage / "_build" / "html" / "index.html").write_text("the last good site")
@@ -106,14 +112,7 @@ def test_build_raises_when_a_chapter_fails(tmp_path, isolated_env, monkeypatch, 
 
 
 def test_a_good_build_replaces_the_previous_one(tmp_path, isolated_env, monkeypatch, capsys):
-    nb_dir = tmp_path / "nbs"
-    nb_dir.mkdir()
-    make_notebook(nb_dir / "a_ok.ipynb", [REPORT_CELL])
-    src = tmp_path / "booksrc"
-    src.mkdir()
-    (src / "_toc.yml").write_text("root: intro\nchapters:\n- file: notebooks/a_ok\n")
-    (src / "reproduction.md").write_text("# R\n" + book.REPORT_MARKER + "\n")
-    monkeypatch.setattr(book, "BOOK", src)
+    nb_dir = one_chapter_book(tmp_path, monkeypatch, "a_ok", [REPORT_CELL])
     stage = tmp_path / "stage"
     stage.mkdir()
     (stage / "old.txt").write_text("previous build")
