@@ -116,6 +116,7 @@ def test_a_good_build_replaces_the_previous_one(tmp_path, isolated_env, monkeypa
     stage = tmp_path / "stage"
     stage.mkdir()
     (stage / "old.txt").write_text("previous build")
+    (tmp_path / "stage.failed").mkdir()  # an earlier failed build: superseded by this good one
     out = book.build("smoke", stage=stage, nb_dir=nb_dir, site=False)
     assert out["report"]["chapters"][0]["status"] == "ok"
     assert (stage / "notebooks" / "a_ok.ipynb").exists() and not (stage / "old.txt").exists()

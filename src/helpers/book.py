@@ -326,6 +326,8 @@ def build(profile: str = "auto", only: list[str] | None = None, stage: Path | No
         raise NotebookError(f"{exc}. This build is kept in {failed_stage} (report.json lists each chapter)"
                             f"{kept}") from None
     _swap_in(work, stage)
+    if failed_stage.exists():
+        shutil.rmtree(failed_stage)  # an earlier failed build, now superseded
     out = {"report": report, "stage": stage}
     if html is not None:
         out["site"] = stage / "_build" / "html"
