@@ -34,3 +34,24 @@ def test_machine_description_keys_the_cached_table():
     a, b = efficiency.machine("cpu"), efficiency.machine("cpu")
     assert a == b and set(a) == {"cpu", "threads", "torch", "accelerator"}
     assert a["accelerator"] == "cpu" and a["threads"] == torch.get_num_threads() and a["cpu"]
+
+
+def test_mfu_benchmark_counts_the_mae_step_and_divides_by_the_peak(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).parent / "benchmarks" / "mfu_mae.py"
+    spec = importlib.util.spec_from_file_location("mfu_mae", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "mfu.jsonl"
+    row = bench.main(["--quick", "--out", str(out), "--peak-tflops", "2.0"])
+    assert json.loads(out.read_text().splitlines()[-1]) == row
+    assert row["precision"] == "fp32" and row["flops_per_step"] > 0
+    assert abs(row["mfu"] - row["achieved_tflops"] / 2.0) < 1e-3
+    # the count is the step's: twice the images, twice the FLOPs (the visible tokens per image are fixed)
+    twice = bench.measure(bench.argparse.Namespace(
+        arch="vit_tiny_patch16_224", size=64, bs=8, mask_ratio=0.75, decoder_dim=32, decoder_depth=1,
+        decoder_heads=2, precision="auto", compile=False, steps=1, warmup=0, peak_tflops=None, device="cpu", seed=0,
+        quick=True))
+    assert twice["flops_per_step"] == 2 * row["flops_per_step"] and twice["mfu"] is None  # no known CPU peak

@@ -184,3 +184,13 @@ def test_a_checkpoint_of_another_architecture_is_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="another architecture.*unexpected.*delete it"):
         runs.load_weights(small, path)
     runs.load_weights(wider, path)  # the same architecture loads
+
+
+def test_mixed_precision_is_bf16_from_ampere_fp16_before_and_none_on_a_cpu(monkeypatch):
+    from fastai.callback.fp16 import MixedPrecision
+    assert runs.amp_mode("cpu") is None and runs.amp_mode(None) is None
+    for capability, mode in (((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):  # T4, A100, H100
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        assert runs.amp_mode("cuda") == mode
+    learn = runs.mixed_precision(tiny_learner())
+    assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs)  # a CPU trains in fp32

@@ -170,6 +170,22 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
     return {**hist, "loaded": False}
 
 
+def amp_mode(device) -> str | None:
+    """The mixed precision a device trains with (book page "Scaling out"): ``"bf16"`` on GPUs from Ampere on
+    (A100, L4, H100: fp32's range, no loss scaling), ``"fp16"`` with loss scaling on older ones (Colab's T4, whose
+    bf16 would only be emulated), ``None`` on a CPU or Apple GPU."""
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    return "bf16" if torch.cuda.get_device_capability(torch.device(device)) >= (8, 0) else "fp16"
+
+
+def mixed_precision(learn):
+    """``learn`` set to train in :func:`amp_mode` of its dataloaders' device (fastai's ``to_bf16``/``to_fp16``)."""
+    import fastai.callback.fp16  # noqa: F401  (adds Learner.to_fp16 / to_bf16)
+    mode = amp_mode(learn.dls.device)
+    return learn.to_bf16() if mode == "bf16" else learn.to_fp16() if mode == "fp16" else learn
+
+
 @torch.no_grad()
 def ema_update(student: torch.nn.Module, teacher: torch.nn.Module, momentum: float) -> None:
     """teacher ← m · teacher + (1 − m) · student, parameter by parameter (as ``lightly.utils.update_momentum``)."""

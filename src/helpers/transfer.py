@@ -121,8 +121,8 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     extra = {} if wd is None else {"wd": wd}
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n, label_smoothing), cbs=[skip],
                     splitter=two_groups if layer_decay is None else vit_layer_groups, **extra)
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from .runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     with learn.no_bar(), learn.no_logging():
         if layer_decay is None:
             learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, lr_mult=lr_mult)
@@ -157,8 +157,8 @@ def train_classifier(table: ImageTable, tasks, arch: str = "small_cnn_narrow", e
     model = classifier(models.create_encoder(arch)[0], n)
     dls = dataloaders(table, tasks, bs=bs, size=size, device=device, augment=True, seed=seed)
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n), cbs=[_NoValidation()])
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from .runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     key = runs.run_key(kind="classifier", arch=arch, tasks=tasks, epochs=epochs, lr=lr, bs=bs, size=size, seed=seed,
                        data=table.fingerprint())
     runs.load_or_train(learn, key, epochs, lr, name=name, bar=bar)
@@ -263,8 +263,8 @@ def strategy(encoder: nn.Module, table: ImageTable, tasks, kind: str, seed: int 
     tr = table.split_index("train")
     weights = [balanced_weights(table.target(t)[tr], k) for t, k in zip(tasks, n)] if balanced else None
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n, weights=weights), splitter=two_groups, cbs=[skip])
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from .runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     learn.unfreeze()
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr))

@@ -212,8 +212,8 @@ def diffusion_learner(dls, unet: nn.Module, n_classes: int, T: int = 1000, sched
     cbs = [DiffusionNoise(abar, p_uncond, n_classes), EMA(lambda m: m.unet, lambda m: m.ema, ema, ema)] + list(cbs or [])
     learn = Learner(dls, model, loss_func=loss_fn or diffusion_loss, cbs=cbs, wd=wd)
     learn.abar = abar
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from ..runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
 
@@ -280,8 +280,8 @@ def vae_learner(dls, vae: nn.Module, kl_weight: float = 1e-4, wd: float = 0.0, c
     import fastai.callback.all  # noqa: F401
     learn = Learner(dls, KLAutoencoder(vae), loss_func=lambda pred, y: vae_loss(pred, y, kl_weight),
                     cbs=[Symmetric()] + list(cbs or []), wd=wd)
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from ..runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
 

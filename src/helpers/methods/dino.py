@@ -202,8 +202,8 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
                                                                  cb.t_teacher),
                     cbs=[cb, teacher] + list(cbs or []), wd=wd)
     learn.dino = cb
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from ..runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
 

@@ -293,8 +293,8 @@ def flair_learner(dls, encoder: nn.Module, text_model: TextModel, input_ids, att
     model = FLAIRModel(VisionModel(encoder, int(encoder.num_features), proj_dim), text_model)
     learn = Learner(dls, model, loss_func=loss_fn or flair_loss,
                     cbs=[FLAIRBatch(input_ids, attention_mask, categories)] + list(cbs or []), wd=wd)
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from ..runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
 

@@ -146,8 +146,8 @@ def mae_learner(dls, encoder: nn.Module, mask_ratio: float = 0.75, decoder_dim: 
     fn = loss_fn or mae_loss
     learn = Learner(dls, model, loss_func=lambda pred, *y: fn(pred[0], pred[2], pred[1], norm_pix_loss),
                     cbs=[MAEViews(views)] + list(cbs or []), wd=wd)
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from ..runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
 

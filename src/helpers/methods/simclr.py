@@ -110,8 +110,8 @@ def simclr_learner(dls, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int
     model = SimCLRModel(encoder, proj_dim, hidden_dim)
     learn = Learner(dls, model, loss_func=NTXent(temperature, loss_fn, gather_distributed),
                     cbs=[SimCLRViews(views or FundusViews())] + list(cbs or []), wd=wd)
-    if dls.device is not None and torch.device(dls.device).type == "cuda":
-        learn = learn.to_fp16()
+    from ..runs import mixed_precision
+    learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
 
