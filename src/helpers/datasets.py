@@ -15,9 +15,7 @@ replacement is complete.
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import uuid
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ import pandas as pd
 from .byo import (IMAGE_EXT, DatasetError, from_csv, from_folder, read_images, split_by_group,  # noqa: F401
                   unreadable_report, warn_unreadable)
 from .downloads import fetch, mirror_url
-from .env import data_root, lock
+from .env import atomic_folder, data_root, lock
 from .table import DR_NAMES, ImageTable
 
 
@@ -212,35 +210,17 @@ def _locked(folder: Path):
 
 
 def _write_prepared(folder: Path, images: np.ndarray, labels: pd.DataFrame, files: dict | None = None) -> Path:
-    """Write ``images.npy``, ``labels.csv`` (and text ``files``) into a unique temporary folder beside
-    ``folder``, then rename it into place. Called under :func:`_locked`. A finished folder already
-    there is moved aside only once its replacement is complete, then removed."""
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.mkdir(parents=True)
+    """Write ``images.npy``, ``labels.csv`` (and text ``files``) with :func:`helpers.env.atomic_folder`, called
+    under :func:`_locked`: a finished folder already there is replaced only once the new one is complete."""
+    def write(tmp: Path) -> None:
         np.save(tmp / "images.npy", images)
         labels.to_csv(tmp / "labels.csv", index=False)
         for fname, text in (files or {}).items():
             (tmp / fname).write_text(text)
-        try:
-            os.rename(tmp, folder)  # atomic when nothing is there yet
-        except OSError:
-            if not folder.exists():
-                raise
-            old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
-            os.rename(folder, old)
-            try:
-                os.rename(tmp, folder)
-            except OSError:
-                os.rename(old, folder)  # put the finished folder back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+    try:
+        return atomic_folder(folder, write, replace=True)
     except OSError as exc:
         raise _cannot_write(folder, exc) from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def prepare(name: str, size: int = 224, root=None, seed: int = 0, overwrite: bool = True) -> Path:

@@ -97,55 +97,29 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-class _AllGather(torch.autograd.Function):
-    """Forward: every process's tensor. Backward: each process gets the gradient of the *sum* of all
-    processes' losses with respect to its own tensor (the gradients of its slice, summed over processes)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        g = torch.stack(grads).contiguous()
-        dist.all_reduce(g)
-        return g[dist.get_rank()]
-
-
-class _AllReduce(torch.autograd.Function):
-    """Forward: the sum over processes. Backward: the sum over processes of the incoming gradients."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = x.clone().contiguous()
-        dist.all_reduce(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        g = g.clone().contiguous()
-        dist.all_reduce(g)
-        return g
-
-
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Every process's ``x`` concatenated along dim 0 (rank order), gradients flowing back to each.
 
     With DistributedDataParallel averaging the gradients over ``W`` processes,
     each minimising its own loss, the update is the gradient of the mean of the
     ``W`` losses — the loss of one process holding the whole batch.
-    All processes must pass tensors of the same shape.
+    All processes must pass tensors of the same shape. This is PyTorch's autograd-aware collective
+    (``torch.distributed.nn.functional.all_gather``): its backward gives each process the gradient of the sum
+    of all processes' losses with respect to its own slice.
     """
     if world_size() <= 1:
         return x
-    return torch.cat(_AllGather.apply(x))
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x))
 
 
 def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """The sum of ``x`` over processes, gradients flowing back to each (``x`` itself without a group)."""
-    return _AllReduce.apply(x) if world_size() > 1 else x
+    """The sum of ``x`` over processes, gradients flowing back to each (``x`` itself without a group);
+    PyTorch's ``torch.distributed.nn.functional.all_reduce``."""
+    if world_size() <= 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce
+    return all_reduce(x)
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):

@@ -79,6 +79,37 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
+def atomic_folder(folder: Path, write, replace: bool = False) -> Path:
+    """Call ``write(tmp)`` on a uniquely named temporary folder beside ``folder``, then rename it into place.
+
+    Hold :func:`lock` of ``folder`` around it when processes may race. An existing ``folder`` is refused
+    (``FileExistsError``), or with ``replace=True`` moved aside only once its replacement is complete.
+    """
+    import shutil
+    folder = Path(folder)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp, old = folder.with_name(f".{folder.name}.{tag}.partial"), folder.with_name(f".{folder.name}.{tag}.old")
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        if folder.exists():
+            if not replace:
+                raise FileExistsError(f"{folder} already exists")
+            os.rename(folder, old)
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                os.rename(old, folder)  # put the finished folder back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def lock(path: Path):
     """A cross-process lock for the cache entry ``path`` (a ``.lock`` file beside it)."""
     from filelock import FileLock

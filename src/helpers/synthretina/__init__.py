@@ -42,7 +42,6 @@ generates and caches whole datasets.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -190,15 +189,26 @@ def _table(images, labels, cfg) -> ImageTable:
 def save_dataset(folder: Path, cfg: Config, seed: int, size: int, ns: dict, progress: bool = True) -> Path:
     """Write images (PNG) and ``labels.csv`` like a real dataset, safe across processes.
 
-    Under a lock, into a uniquely named temporary folder beside ``folder``, renamed into place at the end; a
-    ``folder`` that another process finished meanwhile is used as it is.
+    Under a lock, through :func:`helpers.env.atomic_folder`; a ``folder`` that another process finished
+    meanwhile is used as it is.
     """
-    import shutil
-    import uuid
-
     from PIL import Image
 
-    from ..env import lock
+    from ..env import atomic_folder, lock
+
+    def write(tmp: Path) -> None:
+        (tmp / "images").mkdir()
+        rows = []
+        for split, n in ns.items():
+            im, lab = generate(int(n), seed, size, cfg, split, progress)
+            lab["split"] = split
+            lab["path"] = [f"images/{split}_{i:06d}.png" for i in range(len(lab))]
+            for arr, p in zip(im, lab["path"]):
+                Image.fromarray(arr).save(tmp / p)
+            rows.append(lab)
+        pd.concat(rows, ignore_index=True).to_csv(tmp / "labels.csv", index=False)
+        (tmp / "config.json").write_text(json.dumps({"key": cfg.key(), "seed": seed, "size": size, "n": ns}))
+
     folder = Path(folder)
     with lock(folder):
         if (folder / "labels.csv").exists():
@@ -206,24 +216,7 @@ def save_dataset(folder: Path, cfg: Config, seed: int, size: int, ns: dict, prog
         if folder.exists():
             raise FileExistsError(f"{folder} exists but holds no labels.csv (not written by the book?): "
                                   "move it away, or pass another root=")
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-        try:
-            (tmp / "images").mkdir(parents=True)
-            rows = []
-            for split, n in ns.items():
-                im, lab = generate(int(n), seed, size, cfg, split, progress)
-                lab["split"] = split
-                lab["path"] = [f"images/{split}_{i:06d}.png" for i in range(len(lab))]
-                for arr, p in zip(im, lab["path"]):
-                    Image.fromarray(arr).save(tmp / p)
-                rows.append(lab)
-            pd.concat(rows, ignore_index=True).to_csv(tmp / "labels.csv", index=False)
-            (tmp / "config.json").write_text(json.dumps({"key": cfg.key(), "seed": seed, "size": size, "n": ns}))
-            tmp.rename(folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-    return folder
+        return atomic_folder(folder, write)
 
 
 def load_folder(folder: Path) -> ImageTable:
