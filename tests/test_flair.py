@@ -166,9 +166,9 @@ def test_mini_flair_learns_to_match_images_with_their_reports(tmp_path, monkeypa
 SAMPLE = Path(os.environ.get("RETINA_CACHE", Path.home() / ".cache" / "retina-book")) / "weights" / "flair-resnet50"
 
 
-@pytest.mark.skipif(not ((SAMPLE / "flair_resnet.pth").exists() and (SAMPLE / "sample_macular_hole.png").exists()),
+@pytest.mark.skipif(not ((SAMPLE / "model.safetensors").exists() and (SAMPLE / "sample_macular_hole.png").exists()),
                     reason="FLAIR's released weights and README sample image are not on this machine (they need "
-                           "internet: put flair_resnet.pth and sample_macular_hole.png in $RETINA_CACHE/weights/"
+                           "internet: put model.safetensors and sample_macular_hole.png in $RETINA_CACHE/weights/"
                            "flair-resnet50)")
 def test_released_flair_reproduces_the_readme_example():  # pragma: no cover - needs the real weights
     from PIL import Image

@@ -40,10 +40,33 @@ def test_retfound_layout_token_and_key_mapping(tmp_path, monkeypatch, capsys):
         model = weights.pretrained_encoder("retfound-mae", token="hf_secret", cache=tmp_path,
                                            arch="vit_tiny_patch16_224", progress=False)
     out = capsys.readouterr().out
-    assert "0 missing, 0 unexpected" in out  # decoder and mask token dropped by the key map
+    # decoder and mask token dropped by the key map; RETFound's global pooling (models_vit.py, global_pool=True):
+    # the encoder's final `norm` is replaced by a fresh `fc_norm` after the mean over the patch tokens
+    assert "2 missing, 2 unexpected" in out and "fc_norm.weight" in out and "norm.weight" in out
     for k, v in vit.state_dict().items():
-        assert torch.equal(model.state_dict()[k], v)
+        if not k.startswith("norm."):
+            assert torch.equal(model.state_dict()[k], v)
     assert model.input_stats == {"mean": weights.IMAGENET_MEAN, "std": weights.IMAGENET_STD}  # RETFound: ImageNet
+
+
+def test_retfound_features_pool_the_patch_tokens_not_cls(tmp_path, monkeypatch):
+    """RETFound's evaluation averages the patch tokens (then fc_norm); the CLS token is not its feature."""
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+    blob = as_bytes({"model": vit.state_dict()})
+    with FileServer({"YukunZhou/RETFound_mae_natureCFP/resolve/main/RETFound_mae_natureCFP.pth": blob},
+                    token="hf_secret") as srv:
+        monkeypatch.setenv(weights.HF_ENV, srv.url)
+        model = weights.pretrained_encoder("retfound-mae", token="hf_secret", cache=tmp_path,
+                                           arch="vit_tiny_patch16_224", progress=False).eval()
+    model._forward_pre_hooks.clear()  # compare on the model's own input statistics
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        tokens = model.forward_features(x)  # [B, 1 + patches, D], norm is an identity under global pooling
+        want = model.fc_norm(tokens[:, 1:].mean(1))
+        got = model(x)
+    assert model.global_pool == "avg"
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, model.fc_norm(tokens[:, 0]), atol=1e-3)
 
 
 def test_retfound_green_from_a_release(tmp_path, monkeypatch, capsys):
@@ -71,7 +94,9 @@ def test_flair_vision_tower_is_extracted(tmp_path, monkeypatch, capsys):
     state["vision_model.projection_head_vision.projection.weight"] = torch.zeros(512, 512)
     state["text_model.model.embeddings.word_embeddings.weight"] = torch.zeros(10, 4)
     state["logit_scale"] = torch.tensor(4.6)
-    with FileServer({"jusiro2/FLAIR/resolve/main/flair_resnet.pth": as_bytes(state)}) as srv:
+    from safetensors.torch import save
+    # the published repository holds model.safetensors + config.json (no flair_resnet.pth)
+    with FileServer({"jusiro2/FLAIR/resolve/main/model.safetensors": save(state)}) as srv:
         monkeypatch.setenv(weights.HF_ENV, srv.url)
         model = weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18", progress=False)
     assert "0 missing, 0 unexpected" in capsys.readouterr().out
@@ -147,7 +172,7 @@ def test_hf_token_stays_on_the_hub_and_the_cache_needs_no_token(tmp_path, monkey
     model = weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     weights.pretrained_encoder("retfound-mae", cache=tmp_path, arch="vit_tiny_patch16_224")
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items() if not k.startswith("norm."))
 
 
 def test_a_file_put_by_hand_needs_no_token(tmp_path, monkeypatch):
@@ -163,7 +188,7 @@ def test_offline_and_missing_weights_say_what_to_do(tmp_path, monkeypatch):
         with pytest.raises(downloads.DownloadError, match="HTTP 404.*RETINA_HF_ENDPOINT"):
             weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18")
     monkeypatch.setattr("time.sleep", lambda s: None)  # huggingface_hub retries a refused connection with back-off
-    with pytest.raises(downloads.OfflineError, match="could not be reached.*hf download jusiro2/FLAIR flair_resnet"):
+    with pytest.raises(downloads.OfflineError, match="could not be reached.*hf download jusiro2/FLAIR model.safetensors"):
         weights.pretrained_encoder("flair-resnet50", cache=tmp_path, arch="resnet18")  # the server is gone
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(downloads.OfflineError, match="HF_HUB_OFFLINE is set.*not in"):
@@ -190,7 +215,7 @@ def test_checkpoints_namespace_loads_custom_class_is_named_truncated_is_corrupt(
 
 def test_weights_file_takes_a_file_put_by_hand_and_refuses_timm_names(tmp_path):
     from helpers import weights
-    by_hand = tmp_path / "flair-resnet50" / "flair_resnet.pth"
+    by_hand = tmp_path / "flair-resnet50" / "model.safetensors"
     by_hand.parent.mkdir()
     by_hand.write_bytes(b"x")
     assert weights.weights_file("flair-resnet50", cache=tmp_path) == by_hand  # no token, no network

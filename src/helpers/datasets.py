@@ -180,6 +180,15 @@ def download(name: str, root=None, files: list[str] | None = None, progress: boo
 
 # --------------------------------------------------------------------------- prepare
 
+def needed_file(d: DatasetInfo, size: int, among=None) -> RemoteFile:
+    """The one file that serves ``size`` px: for MedMNIST the smallest release at least that large (else the
+    largest), among ``among`` (default: every release); for other layouts the archive."""
+    files = list(among if among is not None else d.files)
+    if d.layout != "medmnist":
+        return files[0]
+    return min(files, key=lambda f: (((f.size or 28) < size), abs((f.size or 28) - size)))
+
+
 def prepared_dir(name: str, size: int, root=None) -> Path:
     return data_root(root) / name / f"prepared-{size}"
 
@@ -244,7 +253,7 @@ def prepare(name: str, size: int = 224, root=None, seed: int = 0, overwrite: boo
         if not overwrite and _complete(folder):
             return folder  # another process prepared it while we waited: that is success
         if d.layout == "medmnist":
-            best = min(avail, key=lambda f: (((f.size or 28) < size), abs((f.size or 28) - size)))
+            best = needed_file(d, size, avail)
             images, labels, bad, total = _prepare_medmnist(d, raw / best.name, size)
         else:
             archive = raw / d.files[0].name
@@ -343,7 +352,7 @@ def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_
     if not (folder / "labels.csv").exists():
         have_raw = any((raw_dir(name, root) / f.name).exists() for f in d.files)
         if not have_raw and download_missing:
-            download(name, root)
+            download(name, root, files=[needed_file(d, size).name])  # one file: the size this call needs
             have_raw = True
         if not have_raw:
             raise DatasetError(f"dataset {name!r} is not downloaded. Download it from Python with\n"

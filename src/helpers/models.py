@@ -74,8 +74,10 @@ def create_encoder(arch: str, init: str = "random", token: str | None = None, **
         model = BOOK_ARCHS[arch](**timm_kwargs)
         return model, int(model.num_features)
     import timm
-    if init == "random":
-        model = timm.create_model(arch, pretrained=False, num_classes=0, **timm_kwargs)
+
+    from .profiles import architecture
+    if init == "random":  # the profile's size overrides win (rehearsal: the same architecture, tiny)
+        model = timm.create_model(arch, pretrained=False, num_classes=0, **{**timm_kwargs, **architecture(arch)})
     else:
         from .weights import WEIGHTS, pretrained_encoder
         name = init

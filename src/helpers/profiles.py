@@ -22,8 +22,9 @@ import copy
 import os
 
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "full")
-VALID_NAMES = PROFILE_NAMES + ("auto",)
+VALID_NAMES = PROFILE_NAMES + ("rehearsal", "auto")
 ENV_VAR = "RETINA_PROFILE"
+ARCH_ENV = "RETINA_ARCHITECTURES"  # the loaded profile's `architectures`, as JSON (child processes inherit it)
 
 
 class Knobs(dict):
@@ -113,7 +114,7 @@ _DIFFUSION_GPU = {  # chapter 4 on real data (gpu, 128 px, conditioned on the DR
 _FLAIR_REAL = {  # chapter 5 with FLAIR's released model on a real DR-graded set (gpu/full); not yet run on a GPU
     "mini": False, "official": True, "image_size": 512, "encoder": "resnet50", "init": "flair", "site_correlation": 0.0,
     "batch_size": 32, "lr": 1e-4, "epochs": 0, "vocab_size": 0, "max_length": 77, "text_hidden": 768,
-    "text_layers": 12, "text_heads": 12, "proj_dim": 512, "seeds": [0], "tasks": ["dr_grade"], "shots": [1, 5, 10],
+    "text_layers": 12, "text_heads": 12, "proj_dim": 512, "seeds": [0, 1, 2], "tasks": ["dr_grade"], "shots": [1, 5, 10],
     "camera_swap": False,
     "dictionary_url": "https://raw.githubusercontent.com/jusiro/FLAIR/main/flair/modeling/dictionary.py",
     "similarity_images": 12}
@@ -273,6 +274,50 @@ _PROFILES: dict[str, dict] = {
 }
 
 
+# The rehearsal (issue 25's "real path"): the gpu profile's own knobs, code path and sources, with only sizes changed
+# so that every chapter runs on 2 CPU cores in the tests against local copies of the real hubs (tools/fixture_hub.py).
+# Architectures keep their names (so official weights resolve and load through the same code) and are shrunk through
+# `architectures` (timm / torchvision / transformers keyword overrides, read by helpers.models and helpers.weights).
+_TINY_VIT = {"depth": 1, "embed_dim": 24, "num_heads": 2}
+_REHEARSAL_ARCHS = {
+    "resnet50": {"layers": [1, 1, 1, 1], "base_width": 8},  # the same shapes as torchvision-resnet50 below
+    "torchvision-resnet50": {"layers": [1, 1, 1, 1], "width_per_group": 8},
+    "vit_small_patch16_224": dict(_TINY_VIT, img_size=32),
+    "vit_base_patch16_224": dict(_TINY_VIT, img_size=32),
+    "vit_large_patch16_224": dict(_TINY_VIT, embed_dim=32, img_size=32),
+    "vit_small_patch14_reg4_dinov2": dict(_TINY_VIT, img_size=28),
+    "bert-base": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+}
+_REHEARSAL = {
+    "about": "tests: the gpu profile's code path (real sources served on 127.0.0.1) at tiny sizes; <= 90 s per "
+             "chapter on 2 CPU cores",
+    "architectures": _REHEARSAL_ARCHS,
+    "data": {"n_train": 96, "n_valid": 32, "n_test": 64, "batch_size": 32, "num_workers": 0},
+    "synthretina": {"gallery_size": 16, "epochs": 1, "n_train": 128, "image_size": 32, "cache": False},
+    "simclr": {"image_size": 32, "epochs": 2, "batch_size": 32, "seeds": [0, 1], "save_at": [1, 2]},
+    "dino": {"image_size": 32, "epochs": 2, "batch_size": 32, "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
+             "n_local": 2, "local_size": 16, "warmup_epochs": 1, "seeds": [0, 1], "save_at": [1, 2],
+             "ablation_epochs": 1, "monitor_size": 32, "attention_epochs": 1, "attention_local_size": 16,
+             "attention_save_at": [1], "attention_images": 8},
+    "mae": {"image_size": 32, "epochs": 2, "batch_size": 32, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2,
+            "seeds": [0, 1], "save_at": [1, 2], "sweep_epochs": 1, "finetune_fractions": [1.0], "finetune_epochs": 1,
+            "finetune_min_steps": 2, "recon_images": 2,
+            "efficiency_models": [dict(m, size=s) for m, s in zip(_MAE_VIT_S16["efficiency_models"], (32, 28))],
+            "efficiency_images": 2, "efficiency_batch": 2},
+    "diffusion": {"image_size": 32, "vae_channels": [16, 16], "vae_epochs": 1, "vae_batch_size": 32,
+                  "unet_channels": [16, 32], "unet_epochs": 1, "unet_batch_size": 32, "sample_steps": 3, "ddpm_steps": 4,
+                  "n_per_class": 8, "grader_epochs": 1, "real_counts": [32, 96], "n_synthetic": 16, "ssl_steps": 2,
+                  "seeds": [0, 1]},
+    "flair": {"image_size": 32, "batch_size": 16, "seeds": [0, 1], "shots": [1, 2], "similarity_images": 4},
+    "transfer": {"image_size": 32, "epochs": 1, "batch_size": 32, "seeds": [0, 1]},
+    "protocol": {"fractions": [0.1, 1.0], "max_iter": 100, "knn_k": 3, "embedding": "pca", "finetune_epochs": 1,
+                 "finetune_min_steps": 2},
+}
+_PROFILES["rehearsal"] = _merge(_PROFILES["gpu"], _REHEARSAL)
+for _name in PROFILE_NAMES:
+    _PROFILES[_name].setdefault("architectures", {})
+
+
 class Profile:
     """A resolved profile: its ``name``, what was asked for (``requested``) and its knobs."""
 
@@ -327,7 +372,26 @@ def resolve(name: str | None = None) -> str:
 
 
 def load(name: str | None = None) -> Profile:
-    """Load a profile by name (``None`` -> ``$RETINA_PROFILE`` -> ``auto``)."""
+    """Load a profile by name (``None`` -> ``$RETINA_PROFILE`` -> ``auto``).
+
+    Its ``architectures`` (empty but in ``rehearsal``) become the process's architecture overrides
+    (:func:`architecture`), so that every encoder the chapter builds, and every official checkpoint it loads, has
+    the profile's size without the chapter passing anything.
+    """
+    import json
     requested = name if name else (os.environ.get(ENV_VAR) or "auto")
     concrete = resolve(name)
-    return Profile(concrete, requested, copy.deepcopy(_PROFILES[concrete]))
+    knobs = copy.deepcopy(_PROFILES[concrete])
+    os.environ[ARCH_ENV] = json.dumps(knobs["architectures"])
+    return Profile(concrete, requested, knobs)
+
+
+def architecture(name: str) -> dict:
+    """The keyword overrides the loaded profile sets for architecture ``name`` (a timm name, ``"bert-base"`` or
+    ``"torchvision-resnet50"``); ``{}`` in every profile but ``rehearsal``. Read by :mod:`helpers.models`,
+    :mod:`helpers.weights` and FLAIR's towers."""
+    import json
+    try:
+        return dict(json.loads(os.environ.get(ARCH_ENV) or "{}").get(name, {}))
+    except (ValueError, AttributeError):
+        raise ValueError(f"${ARCH_ENV} is not a JSON object of architecture overrides; unset it") from None

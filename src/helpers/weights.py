@@ -25,7 +25,7 @@ import argparse
 import os
 import pickle
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -54,6 +54,8 @@ class WeightsInfo:
     notes: str = ""
     mean: tuple = IMAGENET_MEAN  # the per-channel statistics the weights were trained with, on [0, 1] pixels
     std: tuple = IMAGENET_STD
+    timm_kwargs: dict = field(default_factory=dict)  # how the official code builds the model (pooling…)
+    alternative: str | None = None  # open weights a chapter uses instead when these are gated and no token is set
 
 
 WEIGHTS = {
@@ -68,16 +70,29 @@ WEIGHTS = {
     "retfound-mae": WeightsInfo("retfound-mae", "vit_large_patch16_224", "hf",
                                 "YukunZhou/RETFound_mae_natureCFP/RETFound_mae_natureCFP.pth",
                                 "CC BY-NC 4.0", True, 224,
-                                "gated: log in to Hugging Face, accept the model's terms, create a read token"),
+                                "gated: log in to Hugging Face, accept the model's terms, create a read token; "
+                                "features pool the patch tokens (global_pool='avg', RETFound's own evaluation)",
+                                timm_kwargs={"global_pool": "avg"}, alternative="retfound-green"),
     "retfound-green": WeightsInfo("retfound-green", "vit_small_patch14_reg4_dinov2", "github",
                                   "justinengelmann/RETFound_Green/releases/download/v0.1/retfoundgreen_statedict.pth",
                                   "see the RETFound-Green repository", False, 392,
                                   "normalisation mean = std = 0.5; global average pooling", (0.5,) * 3, (0.5,) * 3),
-    "flair-resnet50": WeightsInfo("flair-resnet50", "resnet50", "hf", "jusiro2/FLAIR/flair_resnet.pth",
+    "flair-resnet50": WeightsInfo("flair-resnet50", "resnet50", "hf", "jusiro2/FLAIR/model.safetensors",
                                   "Apache-2.0", False, 512,
                                   "vision tower only; the file name on the hub is not verified here; pixels in "
                                   "[0, 1], no mean/std normalisation (FLAIR's preprocess_image)", (0.0,) * 3, (1.0,) * 3),
 }
+
+
+def input_size(name: str) -> int:
+    """The image side the weights ``name`` take (their ``img_size``, or the profile's rehearsal size)."""
+    w = info(name)
+    return int(_arch_override(w.arch).get("img_size", w.img_size))
+
+
+def _arch_override(arch: str) -> dict:
+    from .profiles import architecture
+    return architecture(arch)
 
 
 def info(name: str) -> WeightsInfo:
@@ -197,9 +212,7 @@ def _hf_says(w: WeightsInfo, endpoint: str, cache, exc) -> DownloadError:
         exc = exc.__cause__  # the hub answered (403, 404, 5xx…) and the file is not cached either
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, GatedRepoError) or status in (401, 403):
-        return GatedError(f"{endpoint}/{repo} answered {status}: {w.name} is gated. Log in at huggingface.co, accept "
-                          f"the terms on the model page ({repo}), create a read token and pass token=..., set HF_TOKEN "
-                          "or run `hf auth login`")
+        return GatedError(f"{endpoint}/{repo} answered {status}: " + gated_advice(w))
     if isinstance(exc, LocalEntryNotFoundError):
         where = cache or "Hugging Face's cache (HF_HUB_CACHE)"
         why = "HF_HUB_OFFLINE is set" if _hub_offline() else f"{endpoint} could not be reached"
@@ -211,6 +224,33 @@ def _hf_says(w: WeightsInfo, endpoint: str, cache, exc) -> DownloadError:
                              f"{HF_ENV} / HF_ENDPOINT if you use a mirror")
     return OfflineError(f"the transfer of {file} from {endpoint} broke off ({type(exc).__name__}: {exc}); run the "
                         "same call again")
+
+
+def gated_advice(w: WeightsInfo) -> str:
+    """What to do about gated weights ``w``: the terms, a token, and where a token goes (Colab's Secrets, HF_TOKEN)."""
+    repo = w.path.rsplit("/", 1)[0]
+    return (f"{w.name} is gated. Log in at huggingface.co, accept the terms on the model page "
+            f"(https://huggingface.co/{repo}) and create a read token; then on Colab open the Secrets panel "
+            "(the key icon in the left sidebar), add a secret named HF_TOKEN with the token and allow this "
+            "notebook to read it; elsewhere set the environment variable HF_TOKEN, run `hf auth login`, or pass "
+            "token=...")
+
+
+def open_or_alternative(name: str, token: str | None = None, **kw):
+    """``(encoder, used)``: the weights ``name``, or, when they are gated and no token opens them, their open
+    ``alternative`` (RETFound -> RETFound-Green) with a message that says why and how to get the gated ones.
+
+    Chapter 3 compares RETFound with RETFound-Green this way: a student without a token still gets a chapter that
+    runs to its end, and the report names which weights it used.
+    """
+    w = info(name)
+    try:
+        return pretrained_encoder(name, token=token, **kw), name
+    except GatedError as exc:
+        if not w.alternative:
+            raise
+        print(f"[weights] {exc}\n[weights] going on with the open {w.alternative!r} instead of {name!r}")
+        return pretrained_encoder(w.alternative, **kw), w.alternative
 
 
 def _hub_offline() -> bool:
@@ -233,8 +273,7 @@ def hf_file(w: WeightsInfo, token: str | None = None, cache: Path | None = None,
         return Path(cached)
     token = token or get_token()
     if w.gated and not token and not _hub_offline():
-        raise GatedError(f"{w.name} is gated: log in at huggingface.co, accept the terms on the model page ({repo}), "
-                         "create a read token and pass token=..., set HF_TOKEN or run `hf auth login`")
+        raise GatedError(f"no Hugging Face token is set: " + gated_advice(w))
     endpoint = os.environ.get(HF_ENV) or None
     quiet = not progress and not are_progress_bars_disabled()
     if quiet:
@@ -275,10 +314,13 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
     the official key layouts into small models).
     """
     import timm
+
+    from .profiles import architecture
     w = info(name)
+    shrink = architecture(arch or w.arch)  # {} but in the rehearsal profile
     if w.host == "timm":
         try:
-            model = timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0)
+            model = timm.create_model(w.path if arch is None else arch, pretrained=True, num_classes=0, **shrink)
         except transfer_errors() as exc:  # offline: the hub's LocalEntryNotFoundError is an OSError
             raise OfflineError(f"could not fetch {w.path} through timm ({type(exc).__name__}: {exc}). "
                                "Without internet, use the random initialisation (profile smoke or cpu).") from None
@@ -286,8 +328,8 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
         return expect_fundus_input(model, replace(w, mean=tuple(cfg.get("mean", w.mean)),
                                                   std=tuple(cfg.get("std", w.std))))
     dest = weights_file(name, token, cache, progress)
-    kwargs = {"img_size": w.img_size} if (arch or w.arch).startswith("vit") else {}
-    model = timm.create_model(arch or w.arch, pretrained=False, num_classes=0, **kwargs)
+    kwargs = {"img_size": w.img_size, **w.timm_kwargs} if (arch or w.arch).startswith("vit") else dict(w.timm_kwargs)
+    model = timm.create_model(arch or w.arch, pretrained=False, num_classes=0, **{**kwargs, **shrink})
     load_into(model, map_keys(name, read_checkpoint(dest)), name)
     if name == "retfound-green":
         model.global_pool = "avg"

@@ -105,9 +105,13 @@ def faithful_flair(proj_dim: int = 512) -> FLAIRModel:
     BERT-base text tower, 512-d projections. Its state-dict keys and shapes are those of FLAIR's checkpoint."""
     import torchvision
     from transformers import BertModel
-    resnet = torchvision.models.resnet50(weights=None)
+    from ..profiles import architecture
+    shrink = architecture("torchvision-resnet50")  # {} but in the rehearsal profile
+    resnet = (torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, **shrink) if shrink else
+              torchvision.models.resnet50(weights=None))
     resnet.fc = nn.Identity()
-    return FLAIRModel(VisionModel(resnet, 2048, proj_dim), TextModel(BertModel(bio_clinical_bert_config()), proj_dim))
+    text = BertModel(bio_clinical_bert_config(**architecture("bert-base")))
+    return FLAIRModel(VisionModel(resnet, 2048, proj_dim), TextModel(text, proj_dim))
 
 
 def load_official(model: FLAIRModel, state: dict) -> dict:
@@ -349,7 +353,8 @@ def official_flair(token: str | None = None, cache=None, progress: bool = True) 
     dest = weights_file(w.name, token, cache, progress)  # by hand, the hub cache, or hf_hub_download
     model = faithful_flair()
     load_official(model, read_checkpoint(dest))
-    expect_fundus_input(model.vision_model, w)
+    # on the ResNet itself, so that its features (chapter 5's few-shot probes) get [0, 1] pixels as well
+    expect_fundus_input(model.vision_model.model, w)
     return model.eval()
 
 
