@@ -42,8 +42,9 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def real_hub(tmp_path_factory, isolated_env):
     """The fixture hub of tools/fixture_hub.py (faithful copies of the real sources, rehearsal-sized weights) on
-    127.0.0.1, with the environment that points every kernel at it: HF_ENDPOINT, RETINA_HOST_OVERRIDE, an empty
-    Hugging Face cache, no token (the gated RETFound repository needs one). Yields the running :class:`Hub`."""
+    127.0.0.1. Yields the running :class:`Hub`; a test points itself and its kernels at it with
+    ``with real_hub.environment():`` (HF_ENDPOINT, RETINA_HOST_OVERRIDE, an empty Hugging Face cache, no token:
+    the gated RETFound repository needs one), so no other test sees the hub."""
     import sys
     sys.path.insert(0, TOOLS)
     import fixture_hub
@@ -59,17 +60,6 @@ def real_hub(tmp_path_factory, isolated_env):
     token_repos = {u.split("/resolve/")[0].removeprefix(fixture_hub.HF_BASE + "/"): "hf_rehearsal_token"
                    for u, e in fixture_hub.listed_urls().items() if e.get("gated")}
     hub = fixture_hub.Hub(files, tokens=token_repos)
-    names = ("HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "RETINA_HF_ENDPOINT",
-             "RETINA_HOST_OVERRIDE", "RETINA_DATA_MIRROR", "RETINA_GITHUB_ENDPOINT", "HF_HUB_DISABLE_TELEMETRY",
-             "HF_HUB_DISABLE_XET", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT", "TRANSFORMERS_OFFLINE")
-    saved = {k: os.environ.get(k) for k in names}
-    with hub:
-        for k in names:
-            os.environ.pop(k, None)
-        os.environ.update(hub.env())
-        os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))
-        try:
-            yield hub
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.update({k: v})
+    hub.hf_home = tmp_path_factory.mktemp("hf-home")
+    with hub:  # the environment that points at it is applied per test: ``with real_hub.environment(): ...``
+        yield hub

@@ -6,6 +6,7 @@ import os
 import sys
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -264,24 +265,43 @@ def test_download_leaves_the_skip_to_fetch_and_passes_the_expected_size(tmp_path
     assert calls == [("a.npz", {"progress": False, "size": 123}), ("b.npz", {"progress": False})] * 2
 
 
-def test_deepdrid_csv_zip_splits_by_patient(tmp_path):
+def test_deepdrid_grades_each_eye_reads_both_csvs_and_splits_by_patient(tmp_path):
+    """The archive as published (tools/fixture_hub.py's copy of its layout): an image's grade is its own eye's, the
+    training and validation CSVs both count, and a patient's four images share one split."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import fixture_hub
+    raw = datasets.raw_dir("deepdrid", tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "DeepDRiD.zip").write_bytes(fixture_hub.gen_deepdrid()())
+    table = datasets.load_dataset("deepdrid", root=tmp_path, size=32)
+    labels = table.labels.set_index("image_id")
+    assert len(labels) == 12 * 4 and set(labels["source_csv"]) == {"regular-fundus-training.csv",
+                                                                    "regular-fundus-validation.csv"}
+    for p in (1, 9):  # left eye grade p % 5, right eye (p + 2) % 5, patient grade the worse of the two
+        assert labels.loc[f"{p}_l1", "dr_grade"] == labels.loc[f"{p}_l2", "dr_grade"] == p % 5
+        assert labels.loc[f"{p}_r2", "dr_grade"] == (p + 2) % 5
+        assert labels.loc[f"{p}_l1", "patient_dr_grade"] == max(p % 5, (p + 2) % 5)
+    assert (table.labels.groupby("patient_id")["split"].nunique() == 1).all()  # no patient in two splits
+
+
+def test_deepdrid_row_without_its_eye_grade_is_reported_not_guessed(tmp_path):
     buf = io.BytesIO()
-    rows = []
     with zipfile.ZipFile(buf, "w") as zf:
+        folder = "regular_fundus_images/regular-fundus-training"
+        rows = ["patient_id,image_id,image_path,left_eye_DR_Level,right_eye_DR_Level,patient_DR_Level"]
         for p in range(6):
-            for e in range(4):
-                name = f"{p}_{e}.jpg"
-                zf.writestr(f"DeepDRiD/regular_fundus_images/regular-fundus-training/Images/{p}/{name}",
-                            fundus_png(p * 4 + e))
-                rows.append({"patient_id": p, "image_path": f"\\{p}\\{name}", "patient_DR_Level": p % 5})
-        zf.writestr("DeepDRiD/regular_fundus_images/regular-fundus-training/regular-fundus-training.csv",
-                    pd.DataFrame(rows).to_csv(index=False))
+            for iid in (f"{p}_l1", f"{p}_r1"):
+                zf.writestr(f"{folder}/Images/{p}/{iid}.jpg", fundus_png(p))
+                left, right = (2, "") if "_l" in iid else ("", "" if p == 0 else 1)
+                rows.append(f"{p},{iid},\\x\\{iid}.jpg,{left},{right},2")
+        zf.writestr(f"{folder}/regular-fundus-training.csv", "\n".join(rows))
     raw = datasets.raw_dir("deepdrid", tmp_path)
     raw.mkdir(parents=True)
     (raw / "DeepDRiD.zip").write_bytes(buf.getvalue())
-    table = datasets.load_dataset("deepdrid", root=tmp_path, size=32)
-    assert len(table) == 24
-    assert (table.labels.groupby("patient_id")["split"].nunique() == 1).all()  # no patient in two splits
+    with pytest.warns(UserWarning, match="0_r1"):
+        table = datasets.load_dataset("deepdrid", root=tmp_path, size=32)
+    assert len(table) == 11 and "0_r1" not in set(table.labels["image_id"])
 
 
 def test_truncated_archive_is_reported(tmp_path):

@@ -1,5 +1,8 @@
 """The real path, rehearsed: every chapter in the `rehearsal` profile (the gpu profile's knobs and code path, tiny
-sizes) against tools/fixture_hub.py's faithful copies of the hubs, on 127.0.0.1, with no GPU and no internet."""
+sizes) against tools/fixture_hub.py's faithful copies of the hubs, on 127.0.0.1, with no GPU and no internet; each
+chapter as on a fresh Colab runtime (nothing cached by another chapter)."""
+import os
+
 import pytest
 
 from helpers import book, profiles
@@ -11,12 +14,21 @@ BUDGET_S = 90  # per chapter on 2 CPU cores
 
 @pytest.fixture(scope="session")
 def rehearsal_runs(tmp_path_factory, real_hub):
+    """Every chapter in rehearsal, each as on a fresh Colab runtime: its own empty cache, data folder and Hugging
+    Face cache, so a chapter that needs an earlier chapter's runs has to train them itself."""
     stage = tmp_path_factory.mktemp("rehearsal")
-    runs = {}
-    for path in NOTEBOOKS:
-        start = len(real_hub.log)
-        run = book.execute(path, stage / path.name, "rehearsal", timeout=300, progress=False)
-        runs[path.stem] = (run, real_hub.log[start:], list(real_hub.unlisted))
+    runs, saved = {}, {k: os.environ.get(k) for k in ("RETINA_CACHE", "RETINA_DATA")}
+    try:
+        for path in NOTEBOOKS:
+            fresh = stage / path.stem
+            os.environ["RETINA_CACHE"], os.environ["RETINA_DATA"] = str(fresh / "cache"), str(fresh / "data")
+            with real_hub.environment(hf_home=fresh / "hf"):
+                start, start_unlisted = len(real_hub.log), len(real_hub.unlisted)
+                run = book.execute(path, stage / path.name, "rehearsal", timeout=300, progress=False)
+                runs[path.stem] = (run, real_hub.log[start:], real_hub.unlisted[start_unlisted:])
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.update({k: v})
     return runs
 
 
@@ -46,3 +58,4 @@ def test_chapter_runs_the_real_path_in_rehearsal(rehearsal_runs, name):
     assert not unlisted, f"the book asked for files the manifest does not list: {unlisted}"
     for rec in run.reports:
         assert rec["profile"] == "rehearsal"
+

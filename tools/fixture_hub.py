@@ -19,11 +19,13 @@ fail on it. Faults are injected per URL (:attr:`Hub.faults`: a status code, or `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -179,10 +181,16 @@ def gen_flair_dictionary():
     return make
 
 
-def gen_deepdrid():
-    """The DeepDRiD archive: ``regular_fundus_images/regular-fundus-{training,validation}/`` with a CSV per split
-    (one row per image: ``patient_id, image_id, image_path, left_eye_DR_Level, right_eye_DR_Level,
-    patient_DR_Level``) and the images under ``Images/<patient>/``; two eyes × two images per patient."""
+DEEPDRID_TOP = "deepdrdoc-DeepDRiD-0657068"  # a Zenodo archive of a GitHub release: "<owner>-<repo>-<commit>/"
+DEEPDRID_COLUMNS = ("patient_id,image_id,image_path,Overall quality,left_eye_DR_Level,right_eye_DR_Level,"
+                    "patient_DR_Level,Clarity,Field definition,Artifact")
+
+
+def gen_deepdrid(patients=(("training", range(1, 9)), ("validation", range(9, 13)))):
+    """The DeepDRiD archive as the repository lays it out: ``regular_fundus_images/regular-fundus-<split>/`` with
+    ``regular-fundus-<split>.csv`` (one row per image, the columns of :data:`DEEPDRID_COLUMNS`; an image's row
+    holds its own eye's grade, the other eye's column empty) and ``Images/<patient>/<patient>_<l|r><1|2>.jpg``.
+    The two eyes of a patient get different SynthRetina grades, so a per-patient label would be visibly wrong."""
     def make():
         import zipfile
 
@@ -190,38 +198,28 @@ def gen_deepdrid():
         from PIL import Image
 
         from helpers.synthretina import sample
-        buf = io.BytesIO()
+        buf, k = io.BytesIO(), 0
         with zipfile.ZipFile(buf, "w") as zf:
-            k = 0
-            for split, patients in (("training", range(1, 9)), ("validation", range(9, 13))):
-                root = f"DeepDRiD-master/regular_fundus_images/regular-fundus-{split}"
-                rows = ["patient_id,image_id,image_path,left_eye_DR_Level,right_eye_DR_Level,patient_DR_Level,"
-                        "Overall quality"]
-                for p in patients:
-                    grades = {}
+            for split, ids in patients:
+                folder = f"regular_fundus_images/regular-fundus-{split}"
+                rows = [DEEPDRID_COLUMNS]
+                for p in ids:
+                    shots = {}
                     for eye in ("l", "r"):
                         for shot in (1, 2):
-                            img, lab = sample(k, seed=11, size=48)[:2]
+                            img = sample(k, seed=11, size=48)[0]
+                            shots[(eye, shot)] = np.asarray(img)
                             k += 1
-                            grades.setdefault(eye, int(lab["dr_grade"]))
-                            image_id = f"{p}_{eye}{shot}"
-                            path = f"{root}/Images/{p}/{image_id}.jpg"
-                            b = io.BytesIO()
-                            Image.fromarray(np.asarray(img)).save(b, "JPEG")
-                            zf.writestr(path, b.getvalue())
-                            rows.append((p, image_id, "\\".join(["regular_fundus_images", f"regular-fundus-{split}",
-                                                                 "Images", str(p), image_id + ".jpg"])))
-                    out = []
-                    for r in rows[1:]:
-                        if isinstance(r, tuple):
-                            pid, iid, ipath = r
-                            left = grades["l"] if iid.split("_")[1].startswith("l") else ""
-                            right = grades["r"] if iid.split("_")[1].startswith("r") else ""
-                            out.append(f"{pid},{iid},{ipath},{left},{right},{max(grades.values())},1")
-                        else:
-                            out.append(r)
-                    rows = rows[:1] + out
-                zf.writestr(f"{root}/regular-fundus-{split}.csv", "\n".join(rows) + "\n")
+                    grade = {"l": p % 5, "r": (p + 2) % 5}
+                    for (eye, shot), img in shots.items():
+                        image_id = f"{p}_{eye}{shot}"
+                        b = io.BytesIO()
+                        Image.fromarray(img).save(b, "JPEG")
+                        zf.writestr(f"{DEEPDRID_TOP}/{folder}/Images/{p}/{image_id}.jpg", b.getvalue())
+                        left, right = (grade["l"], "") if eye == "l" else ("", grade["r"])
+                        path = "\\" + "\\".join([f"regular-fundus-{split}", "Images", str(p), image_id + ".jpg"])
+                        rows.append(f"{p},{image_id},{path},1,{left},{right},{max(grade.values())},10,10,10")
+                zf.writestr(f"{DEEPDRID_TOP}/{folder}/regular-fundus-{split}.csv", "\n".join(rows) + "\n")
         return buf.getvalue()
     return make
 
@@ -277,6 +275,7 @@ class Hub:
         self.files = {u.split("?")[0]: b for u, b in files.items()}
         self.tokens, self.faults, self.log, self.unlisted = dict(tokens or {}), {}, [], []
         self.listed = listed_urls()
+        self.hf_home = Path(tempfile.mkdtemp(prefix="fixture-hub-hf-"))
         self.absent = set(manifest().get("probed_absent", []))
         hub = self
 
@@ -306,6 +305,25 @@ class Hub:
                 "RETINA_HOST_OVERRIDE": self.url, "HF_HUB_DISABLE_TELEMETRY": "1",
                 "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "30", "HF_HUB_DOWNLOAD_TIMEOUT": "60"}
 
+    ENV_NAMES = ("HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "RETINA_HF_ENDPOINT",
+                 "RETINA_HOST_OVERRIDE", "RETINA_DATA_MIRROR", "RETINA_GITHUB_ENDPOINT", "HF_HUB_DISABLE_TELEMETRY",
+                 "HF_HUB_DISABLE_XET", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT", "TRANSFORMERS_OFFLINE")
+
+    @contextlib.contextmanager
+    def environment(self, hf_home: str | Path | None = None):
+        """Point this process (and every kernel it starts) at the hub while the block runs: the variables of
+        :meth:`env`, no token, ``HF_HOME`` at ``hf_home`` (default: the hub's own empty folder); restored after."""
+        saved = {k: os.environ.get(k) for k in self.ENV_NAMES}
+        for k in self.ENV_NAMES:
+            os.environ.pop(k, None)
+        os.environ.update(self.env())
+        os.environ["HF_HOME"] = str(hf_home or self.hf_home)
+        try:
+            yield self
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.update({k: v})
+
     def __enter__(self):
         self.thread.start()
         return self
@@ -315,9 +333,11 @@ class Hub:
         self.httpd.server_close()
 
     def _real_url(self, path: str) -> str:
+        """The real URL a request stands for; a Hugging Face file asked for at this hub's commit (the revision the
+        libraries take from ``X-Repo-Commit``) is the same file as at ``main``."""
         path = path.split("?")[0]
         if path.startswith("/hf/"):
-            return HF_BASE + path[3:]
+            return HF_BASE + path[3:].replace(f"/resolve/{COMMIT}/", "/resolve/main/")
         host, _, rest = path.lstrip("/").partition("/")
         return f"https://{host}/{rest}"
 

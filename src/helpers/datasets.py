@@ -83,9 +83,12 @@ REGISTRY: dict[str, DatasetInfo] = {
                     "3379e2fd7a2dd398545a67148420a5d3"),),
         "CC BY-SA 4.0",
         "Liu R. et al., DeepDRiD: Diabetic Retinopathy — Grading and Image Quality Estimation Challenge, Patterns 3(6) (2022)",
-        "csv-zip", "split by patient; the archive's file name on Zenodo is not verified here",
-        {"csv_glob": "*regular*fundus*training*.csv", "image_col": "image_path", "label_col": "patient_DR_Level",
-         "patient_col": "patient_id"}),
+        "csv-zip", "one image's grade is its own eye's (left_/right_eye_DR_Level; the patient grade, the worse "
+        "eye's, stays as patient_dr_grade); the training and validation CSVs together, split by patient; the "
+        "archive's file name on Zenodo is not verified here",
+        {"csv_globs": ("regular-fundus-training.csv", "regular-fundus-validation.csv"), "image_col": "image_path",
+         "id_col": "image_id", "eye_cols": {"l": "left_eye_DR_Level", "r": "right_eye_DR_Level"},
+         "patient_label_col": "patient_DR_Level", "patient_col": "patient_id"}),
     "jsiec": DatasetInfo(
         "jsiec", "39 fundus conditions (JSIEC 1000 images), one folder per class",
         {"jsiec_class": "single"}, {}, 1000, "~300 MB",
@@ -312,16 +315,41 @@ def _prepare_folders_zip(d, zf, size, seed):
     return imgs, labels, bad, len(members)
 
 
-def _prepare_csv_zip(d, zf, size, seed):
-    import fnmatch
+def _eye_grades(d, table: pd.DataFrame, where: str) -> tuple[pd.Series, list]:
+    """Each row's grade from its own eye's column (DeepDRiD's ``image_id`` is ``<patient>_<l|r><shot>``), and the
+    rows without one (``(image_id, reason)``)."""
     o = d.options
-    csvs = [m for m in zf.namelist() if fnmatch.fnmatch(Path(m).name.lower(), o["csv_glob"].lower())]
+    grades, missing = [], []
+    for iid, row in zip(table[o["id_col"]].astype(str), table.to_dict("records")):
+        eye = iid.rpartition("_")[2][:1].lower()
+        col = o["eye_cols"].get(eye)
+        value = row.get(col) if col else None
+        if value is None or pd.isna(value):
+            missing.append((iid, f"no {col or 'eye'} grade in {where}"))
+            grades.append(None)
+        else:
+            grades.append(int(value))
+    return pd.Series(grades, index=table.index, dtype="object"), missing
+
+
+def _prepare_csv_zip(d, zf, size, seed):
+    o = d.options
+    by_base = {Path(m).name.lower(): m for m in zf.namelist()}
+    csvs = [by_base[g.lower()] for g in o["csv_globs"] if g.lower() in by_base]
     if not csvs:
-        raise DatasetError(f"{d.name}: no labels CSV matching {o['csv_glob']} in the archive")
-    table = pd.read_csv(io.BytesIO(zf.read(csvs[0])))
-    for col in (o["image_col"], o["label_col"], o["patient_col"]):
-        if col not in table.columns:
-            raise DatasetError(f"{d.name}: column {col!r} missing from {csvs[0]}; columns: {list(table.columns)}")
+        raise DatasetError(f"{d.name}: none of the label CSVs {', '.join(o['csv_globs'])} is in the archive")
+    parts, skipped = [], []
+    for member in csvs:
+        table = pd.read_csv(io.BytesIO(zf.read(member)))
+        need = [o["image_col"], o["id_col"], o["patient_col"], o["patient_label_col"], *o["eye_cols"].values()]
+        for col in need:
+            if col not in table.columns:
+                raise DatasetError(f"{d.name}: column {col!r} missing from {member}; columns: {list(table.columns)}")
+        table["dr_grade"], missing = _eye_grades(d, table, member)
+        skipped += missing
+        table["source_csv"] = Path(member).name
+        parts.append(table[table["dr_grade"].notna()])
+    table = pd.concat(parts, ignore_index=True)
     by_name = {Path(m).name: m for m in zf.namelist() if m.lower().endswith(IMAGE_EXT)}
     wanted = [Path(str(p).replace("\\", "/")).name for p in table[o["image_col"]]]
     present = [i for i, m in enumerate(wanted) if m in by_name]
@@ -329,9 +357,12 @@ def _prepare_csv_zip(d, zf, size, seed):
     imgs, kept, bad = _read_or_refuse(d, [lambda m=by_name[wanted[i]]: zf.read(m) for i in present],
                                       [by_name[wanted[i]] for i in present], size)
     rows = table.iloc[[present[k] for k in kept]].reset_index(drop=True)
-    labels = pd.DataFrame({"dr_grade": rows[o["label_col"]].astype(int), "patient_id": rows[o["patient_col"]]})
+    labels = pd.DataFrame({"dr_grade": rows["dr_grade"].astype(int),
+                           "patient_dr_grade": rows[o["patient_label_col"]].astype(int),
+                           "patient_id": rows[o["patient_col"]], "image_id": rows[o["id_col"]].astype(str),
+                           "source_csv": rows["source_csv"]})
     labels["split"] = split_by_group(labels["patient_id"], seed)
-    return imgs, labels, absent + bad, len(table)
+    return imgs, labels, skipped + absent + bad, len(table) + len(skipped)
 
 
 def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_valid=None, n_test=None,
