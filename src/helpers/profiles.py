@@ -233,7 +233,9 @@ _PROFILES: dict[str, dict] = {
         "data": {"n_train": None, "n_valid": None, "n_test": None, "batch_size": 64},
         "synthretina": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 5000, "image_size": 128,
                         "cache": True},
-        "simclr": {"encoder": "resnet50", "image_size": 224, "epochs": 20, "batch_size": 128, "lr": 1e-3,
+        # batch 96: two 224-px views of 128 images keep 16.5 GB of fp16 activations, over a T4's 16 GB
+        # (tools/flop_budget.py); 2 x 96 keep 12.4 GB
+        "simclr": {"encoder": "resnet50", "image_size": 224, "epochs": 20, "batch_size": 96, "lr": 1e-3,
                    "proj_dim": 128, "temperature": 0.1, "seeds": [0, 1, 2], "save_at": [5, 10, 20],
                    "sweep_temperatures": [0.05, 0.5], "compare_inits": ["random", "imagenet"]},
         "dino": _DINO_VIT_S16,
