@@ -77,19 +77,34 @@ def _timm_state(arch: str, **kwargs) -> dict:
     return model.state_dict()
 
 
+REAL_SIZES_ENV = "FIXTURE_HUB_REAL_SIZES"  # set (tools/gpu_check.py): datasets with their published image counts
+RETINAMNIST_N = (1080, 120, 400)
+_DRAWN: dict = {}
+
+
+def _drawn(split: str, i: int):
+    """SynthRetina's image ``i`` of ``split`` at 64 px and its DR grade (drawn once for all four sizes)."""
+    if (split, i) not in _DRAWN:
+        from helpers.synthretina import sample
+        img, lab = sample(i, seed=7, size=64, split={"val": "valid"}.get(split, split))[:2]
+        _DRAWN[(split, i)] = (img, int(lab["dr_grade"]))
+    return _DRAWN[(split, i)]
+
+
 def gen_medmnist(size: int, n=(96, 32, 64)):
     """A MedMNIST v2 ``.npz``: ``{train,val,test}_{images,labels}``, uint8 images ``[N, s, s, 3]``, labels ``[N, 1]``
-    (DR grades 0-4), drawn by SynthRetina so that the grades are visible (the real file holds 1080/120/400)."""
+    (DR grades 0-4), drawn by SynthRetina so that the grades are visible; ``n`` images per split, or the real
+    file's 1080/120/400 when ``$FIXTURE_HUB_REAL_SIZES`` is set."""
     def make():
         import numpy as np
         from PIL import Image
 
-        from helpers.synthretina import sample
         arrays = {}
-        for split, count in zip(("train", "val", "test"), n):
+        for split, count in zip(("train", "val", "test"), RETINAMNIST_N if os.environ.get(REAL_SIZES_ENV) else n):
             imgs, labs = [], []
             for i in range(count):
-                img, lab = sample(i, seed=7, size=64, split={"val": "valid"}.get(split, split))[:2]
+                img, grade = _drawn(split, i)
+                lab = {"dr_grade": grade}
                 im = Image.fromarray(img).resize((size or 28, size or 28), Image.BICUBIC)
                 imgs.append(np.asarray(im, dtype=np.uint8))
                 labs.append(int(lab["dr_grade"]))
@@ -244,7 +259,8 @@ def build_fixtures(names=None, cache: Path | None = None) -> dict:
     the loaded profile's architectures, so call :func:`helpers.profiles.load` first; ``cache`` keeps them on disk."""
     from helpers.profiles import ARCH_ENV
     out = {}
-    tag = hashlib.sha1((os.environ.get(ARCH_ENV) or "{}").encode()).hexdigest()[:10]
+    tag = hashlib.sha1(((os.environ.get(ARCH_ENV) or "{}") + os.environ.get(REAL_SIZES_ENV, "")).encode()
+                       ).hexdigest()[:10]
     for url, entry in listed_urls().items():
         if entry.get("fixture") is None or (names and entry["source"] not in names):
             continue
