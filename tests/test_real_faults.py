@@ -121,3 +121,40 @@ def test_a_runtime_restart_mid_chapter_resumes_from_the_saved_runs(real_hub, tmp
     cell = next(c for c in out.cells if c.cell_type == "code" and "pretrained, histories = {}" in c.source)
     text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
     assert text.count("loaded the saved run") == 1, text[-2000:]
+
+
+def test_flairs_released_resnet_sees_plain_pixels_in_zero_one(real_hub, tmp_path, rehearsal_arch):
+    """Chapter 5 probes FLAIR's ResNet itself (the few-shot features), so the conversion from the book's
+    fundus-normalised input to FLAIR's [0, 1] pixels sits on the ResNet, not only on the whole vision tower."""
+    import torch
+
+    from helpers import views
+    from helpers.methods import flair
+    with real_hub.environment():
+        model = flair.official_flair(cache=tmp_path / "hf", progress=False)
+    resnet = model.vision_model.model
+    seen = []
+    handle = resnet.conv1.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    pixels = torch.rand(2, 3, 32, 32)
+    normalised = (pixels - torch.tensor(views.FUNDUS_MEAN).view(1, 3, 1, 1)) / torch.tensor(views.FUNDUS_STD).view(
+        1, 3, 1, 1)
+    with torch.no_grad():
+        resnet(normalised)
+    handle.remove()
+    assert torch.allclose(seen[0], pixels, atol=1e-5)
+
+
+def test_a_chapter_downloads_one_retinamnist_size_only(real_hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("RETINA_DATA", str(tmp_path / "data"))
+    with real_hub.environment():
+        start = len(real_hub.log)
+        datasets.load_dataset("retinamnist", size=64, download_missing=True)
+    got = {u for m, u, code in real_hub.log[start:] if m == "GET" and "retinamnist" in u and code in (200, 206)}
+    assert got == {"https://zenodo.org/records/10519652/files/retinamnist_64.npz"}, got
+
+
+def test_the_gpu_profile_measures_flair_over_several_seeds():
+    try:
+        assert len(profiles.load("gpu").flair.seeds) >= 3
+    finally:
+        profiles.load("smoke")
