@@ -60,14 +60,13 @@ def test_the_books_requirements_accept_every_version_colab_ships():
     assert not refused, f"installing the book on Colab would change Colab's {refused}"
 
 
-def _install_cell() -> str:
-    nb = nbformat.read(next(iter(book.discover())), as_version=4)
+def _install_cell(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
     return next(c.source for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
 
 
 def test_every_chapter_has_the_same_install_cell():
-    cells = {p.name: next(c.source for c in nbformat.read(p, as_version=4).cells
-                          if c.cell_type == "code" and "google.colab" in c.source) for p in book.discover()}
+    cells = {p.name: _install_cell(p) for p in book.discover()}
     assert len(set(cells.values())) == 1, sorted(cells)
 
 
@@ -84,7 +83,7 @@ def test_the_install_cell_pins_what_is_installed_so_pip_changes_nothing(tmp_path
 
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.setattr(subprocess, "run", fake_run)
-    source = _install_cell().replace("/tmp/colab-pins.txt", str(tmp_path / "pins.txt"))
+    source = _install_cell(book.discover()[0]).replace("/tmp/colab-pins.txt", str(tmp_path / "pins.txt"))
     exec(compile(source, "install-cell", "exec"), {"__name__": "__cell__"})
     monkeypatch.undo()
     install = next(c for c in calls if "install" in c)

@@ -291,7 +291,7 @@ class Hub:
         self.files = {u.split("?")[0]: b for u, b in files.items()}
         self.tokens, self.faults, self.log, self.unlisted = dict(tokens or {}), {}, [], []
         self.listed = listed_urls()
-        self.hf_home = Path(tempfile.mkdtemp(prefix="fixture-hub-hf-"))
+        self.hf_home = None  # set by the caller, else an empty folder made on first use of environment()
         self.absent = set(manifest().get("probed_absent", []))
         hub = self
 
@@ -333,6 +333,8 @@ class Hub:
         for k in self.ENV_NAMES:
             os.environ.pop(k, None)
         os.environ.update(self.env())
+        if hf_home is None and self.hf_home is None:
+            self.hf_home = Path(tempfile.mkdtemp(prefix="fixture-hub-hf-"))
         os.environ["HF_HOME"] = str(hf_home or self.hf_home)
         try:
             yield self

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 T4_FLOPS = 25e12      # FLOP/s: 65 TFLOP/s dense fp16 peak at ~40 % utilisation
 BUDGET_MIN = 20.0     # minutes per chapter on a fresh Colab runtime
 MEMORY_GB = 14.0      # of a T4's 16 GB, what activations may take
@@ -80,6 +81,25 @@ def _as_module(vae):
     return vae if isinstance(vae, KLAutoencoder) else KLAutoencoder(vae)
 
 
+def _chapter_function(chapter: str, name: str):
+    """The function ``name`` as chapter ``chapter`` defines it in one of its cells (read from the notebook, so the
+    estimate follows the chapter when its model changes)."""
+    import ast
+    import json
+
+    import torch
+    from torch import nn
+    nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and f"def {name}(" in source:
+            node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name)
+            scope = {"nn": nn, "torch": torch}
+            exec(compile(ast.Module([node], []), f"{chapter}.ipynb", "exec"), scope)
+            return scope[name]
+    raise LookupError(f"{chapter}.ipynb defines no {name}()")
+
+
 def _steps(n_images: int, batch: int, epochs: int, min_steps: int = 0) -> int:
     return max(math.floor(n_images / batch) * epochs, min_steps)
 
@@ -100,12 +120,8 @@ def jobs(profile: str = "gpu") -> list[Job]:
     # chapter 0: two small CNNs (DR grade, HR grade) on SynthRetina (synthretina.*)
     S = P.synthretina
 
-    def small_cnn(width=32):
-        block = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),  # noqa: E731
-                                           nn.MaxPool2d(2))
-        return nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 5))
-    add("00_synthretina", "small CNN classifiers", 2, _steps(S.n_train, bs, S.epochs), small_cnn,
+    small_cnn = _chapter_function("00_synthretina", "small_cnn")  # the chapter's own definition, not a copy
+    add("00_synthretina", "small CNN classifiers", 2, _steps(S.n_train, bs, S.epochs), lambda: small_cnn(5),
         _images(bs, S.image_size))
 
     # chapter 1: SimCLR (simclr.*): seeds + temperature sweep + the no-camera ablation; two views per image
@@ -120,7 +136,7 @@ def jobs(profile: str = "gpu") -> list[Job]:
 
     # chapter 2: DINO (dino.*): student on 2 global + n_local crops, teacher on the globals (forward only)
     D = P.dino
-    runs = len(D.seeds) + 1 + 2  # seeds, the attention run, two short ablations (ablation_epochs)
+    # the seeds and the attention run at `epochs`, two short ablations at `ablation_epochs`
     steps = (len(D.seeds) + 1) * _steps(N_TRAIN, D.batch_size, D.epochs) + 2 * _steps(N_TRAIN, D.batch_size,
                                                                                         D.ablation_epochs)
     kw = dict(num_classes=0, **dict(D.encoder_kwargs))
@@ -129,7 +145,6 @@ def jobs(profile: str = "gpu") -> list[Job]:
     te, _ = _count(_timm(D.encoder, **kw), _images(2 * D.batch_size, D.image_size), train=False)
     out.append(Job("02_dino", f"DINO pretraining ({D.encoder}, 2x{D.image_size} + {D.n_local}x{D.local_size} crops)",
                    1, steps, g + lo + te, l_ + lo_act))
-    del runs
 
     # chapter 3: MAE (mae.*): seeds at `epochs`, the mask-ratio sweep at `sweep_epochs`, fine-tunes
     M = P.mae
@@ -157,14 +172,12 @@ def jobs(profile: str = "gpu") -> list[Job]:
         _images(F.vae_batch_size, F.image_size), loss=lambda o: o[0].float().mean())
     lat = F.image_size // 2 ** (len(F.vae_channels) - 1)
     n_cls = 5
-    denoise_runs = len(F.real_counts) * len(F.seeds)
     steps = sum(_steps(c, F.unet_batch_size, F.unet_epochs) for c in F.real_counts) * len(F.seeds)
     add("04_diffusion", f"class-conditional UNet on {F.latent_channels}x{lat}x{lat} latents", 1, steps,
         lambda: diffusion.unet(lat, F.latent_channels, n_cls, tuple(F.unet_channels)),
         lambda: (torch.randn(F.unet_batch_size, F.latent_channels, lat, lat),
                  torch.zeros(F.unet_batch_size, dtype=torch.long), torch.zeros(F.unet_batch_size, dtype=torch.long)),
         loss=lambda o: (o.sample if hasattr(o, "sample") else o).float().mean())
-    del denoise_runs
     g_runs = len(F.seeds) * (len(F.real_counts) + 1)
     add("04_diffusion", "DR graders (real / real + synthetic)", g_runs,
         _steps(max(F.real_counts) + F.n_synthetic, bs, F.grader_epochs), _timm("resnet18", num_classes=5),
@@ -209,7 +222,7 @@ def markdown(profile: str = "gpu") -> str:
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(ROOT / "src"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="gpu")
     ap.add_argument("--markdown", action="store_true", help="the table of book/instructors.md")

@@ -86,7 +86,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         "csv-zip", "one image's grade is its own eye's (left_/right_eye_DR_Level; the patient grade, the worse "
         "eye's, stays as patient_dr_grade); the training and validation CSVs together, split by patient; the "
         "archive's file name on Zenodo is not verified here",
-        {"csv_globs": ("regular-fundus-training.csv", "regular-fundus-validation.csv"), "image_col": "image_path",
+        {"csvs": ("regular-fundus-training.csv", "regular-fundus-validation.csv"), "image_col": "image_path",
          "id_col": "image_id", "eye_cols": {"l": "left_eye_DR_Level", "r": "right_eye_DR_Level"},
          "patient_label_col": "patient_DR_Level", "patient_col": "patient_id"}),
     "jsiec": DatasetInfo(
@@ -335,9 +335,9 @@ def _eye_grades(d, table: pd.DataFrame, where: str) -> tuple[pd.Series, list]:
 def _prepare_csv_zip(d, zf, size, seed):
     o = d.options
     by_base = {Path(m).name.lower(): m for m in zf.namelist()}
-    csvs = [by_base[g.lower()] for g in o["csv_globs"] if g.lower() in by_base]
+    csvs = [by_base[g.lower()] for g in o["csvs"] if g.lower() in by_base]
     if not csvs:
-        raise DatasetError(f"{d.name}: none of the label CSVs {', '.join(o['csv_globs'])} is in the archive")
+        raise DatasetError(f"{d.name}: none of the label CSVs {', '.join(o['csvs'])} is in the archive")
     parts, skipped = [], []
     for member in csvs:
         table = pd.read_csv(io.BytesIO(zf.read(member)))
