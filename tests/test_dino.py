@@ -162,3 +162,42 @@ def test_attention_share_against_masks():
     assert uniform["ratio"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="empty"):
         dino.attention_share(att, torch.zeros(2, 16, 16, dtype=torch.bool))
+
+
+def test_horizon_momentum_scales_the_teacher_to_the_run_and_keeps_the_papers_value_for_long_runs():
+    """Issue 26: 0.996 averages over ~250 steps, most of a 300-step CPU run; the horizon rule scales it."""
+    from helpers.runs import horizon_momentum
+    assert horizon_momentum(300, 0.1) == pytest.approx(1 - 1 / 30)
+    assert horizon_momentum(75, 0.1) == pytest.approx(1 - 1 / 7.5)
+    assert horizon_momentum(125_000, 0.1) == 0.996  # the paper's run: the paper's momentum
+    assert horizon_momentum(2, 0.1) == 0.0
+    with pytest.raises(ValueError):
+        horizon_momentum(0, 0.1)
+    with pytest.raises(ValueError):
+        horizon_momentum(100, 0.0)
+
+
+def test_the_teacher_follows_the_horizon_and_the_callback_records_agreement():
+    from helpers.models import create_encoder
+    from helpers.runs import EMA, horizon_momentum
+    from helpers.synthretina import synthretina_table
+    table = synthretina_table(32, 8, 0, size=32, seed=0, progress=False)
+    dls = data.dataloaders(table, None, bs=8, size=32, device="cpu", augment=False, normalize=False)
+    torch.manual_seed(0)
+    enc, _ = create_encoder("small_cnn_narrow")
+    learn = dino.dino_learner(dls, enc, out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local=2, momentum=0.996,
+                              teacher_horizon=0.5)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-3)
+    ema = next(cb for cb in learn.cbs if isinstance(cb, EMA))
+    steps = 2 * len(dls.train)
+    assert ema.base == pytest.approx(horizon_momentum(steps, 0.5)) and ema.base < 0.996
+    ep = learn.dino.epochs
+    assert all(0 <= e["agreement"] <= 1 for e in ep) and all(ema.base <= e["momentum"] <= 1 for e in ep)
+    assert all("agreement" in h for h in learn.dino.history)
+    # without a horizon the paper's base momentum is kept
+    learn = dino.dino_learner(dls, create_encoder("small_cnn_narrow")[0], out_dim=32, hidden_dim=32,
+                              bottleneck_dim=16, n_local=2, momentum=0.996)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-3)
+    assert next(cb for cb in learn.cbs if isinstance(cb, EMA)).base == 0.996

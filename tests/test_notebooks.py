@@ -117,6 +117,11 @@ def test_chapter_records_finite_metrics(smoke_book, name):
             assert math.isfinite(value), f"{name}.{key} is not finite: {value}"
         for claim in rec["claims"]:
             assert claim["paper"] and claim["held"] in (True, False, None)
+            # issue 26: every measured claim says whether its interval rules it out, so a straddling interval
+            # reads "undecided" instead of flipping between builds
+            assert claim["verdict"] in ("held", "not held", "undecided", "not measured")
+            assert claim["held"] is None or claim["held"] or claim["refuted"] is not None, \
+                f"{name}: claim {claim['name']!r} is not held but does not say whether it is ruled out (refuted=)"
             assert claim["ours"] is not None, f"{name}: claim {claim['name']!r} has no figure"
 
 

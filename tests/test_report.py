@@ -49,3 +49,38 @@ def test_both_renderings_keep_the_table_intact():
     assert row == "| A \\| B second line | x |  | — |" and "| nan | nan |" in md
     book_md = report_markdown({"profile": "smoke", "chapters": [dict(rep.to_dict(), status="ok")]})
     assert "| Demo | A \\| B second line | x | — | — |" in book_md
+
+
+def test_a_straddling_interval_is_undecided_not_a_verdict():
+    """Issue 26: a claim whose interval straddles its threshold is 'undecided at this budget', in both renderings."""
+    from helpers.report import decide, verdict
+    assert decide(0.01, 0.05, 0.0) == {"held": True, "refuted": False, "interval": (0.01, 0.05)}
+    assert decide(-0.05, -0.01, 0.0)["refuted"] and not decide(-0.05, -0.01, 0.0)["held"]
+    assert decide(-0.01, 0.05, 0.0) == {"held": False, "refuted": False, "interval": (-0.01, 0.05)}
+    assert decide(-0.05, -0.02, -0.01, above=False)["held"]  # "below -1 point"
+    assert verdict(True) == "held" and verdict(False) == "not held" and verdict(None) == "not measured"
+    assert verdict(False, False) == "undecided" and verdict(False, True) == "not held"
+    rep = RunReport("99_demo", "Demo", "cpu", "cpu")
+    rep.claim("straddles", paper="+1", ours="+0.5 [-1, +2]", **decide(-0.01, 0.02, 0.0), budget="5 epochs")
+    rep.claim("clears", paper="+1", ours="+3", **decide(0.01, 0.05, 0.0))
+    rep.claim("ruled out", paper="+1", ours="-3", **decide(-0.05, -0.01, 0.0))
+    rec = rep.to_dict()
+    assert [c["verdict"] for c in rec["claims"]] == ["undecided", "held", "not held"]
+    assert rec["claims"][0]["interval"] == [-0.01, 0.02]
+    md = rep.markdown()
+    assert "? undecided at this budget" in md and "+0.5 [-1, +2] (5 epochs)" in md
+    book = report_markdown({"profile": "cpu", "chapters": [dict(rec, status="ok")]})
+    assert "| Demo | 1 | 1 | 1 | — |" in book and "**1** of 3" in book
+
+
+def test_the_reference_run_gets_its_own_column():
+    rep = RunReport("99_demo", "Demo", "cpu", "cpu")
+    rep.claim("c", paper="+1", ours="+0.5", held=False, refuted=False, budget="300 steps",
+              reference={"ours": "+4", "held": True, "refuted": False, "budget": "3,000 steps"})
+    rep.claim("d", paper="+1", ours="+2", held=True, refuted=False)
+    md = rep.markdown()
+    assert "| reference run | verdict (reference) |" in md
+    assert "| +0.5 (300 steps) | ? undecided at this budget | +4 (3,000 steps) | ✓ held |" in md
+    assert "| +2 | ✓ held | not run | — |" in md
+    book = report_markdown({"profile": "cpu", "chapters": [dict(rep.to_dict(), status="ok")]})
+    assert "| Demo | 1 | 0 | 1 | 1 |" in book and "+4 (3,000 steps)" in book

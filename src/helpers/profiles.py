@@ -77,7 +77,7 @@ _TASKS = ["dr_grade", "hr_grade", "glaucoma", "amd", "site_id"]  # SynthRetina: 
 
 _DINO_VIT_S16 = {  # chapter 2 on real data (gpu); full scales it up
     "encoder": "vit_small_patch16_224", "encoder_kwargs": {"dynamic_img_size": True}, "image_size": 224,
-    "epochs": 30, "batch_size": 64, "lr": 5e-4, "momentum": 0.996, "out_dim": 4096, "hidden_dim": 2048,
+    "epochs": 30, "batch_size": 64, "lr": 5e-4, "momentum": 0.996, "teacher_horizon": 0.1, "out_dim": 4096, "hidden_dim": 2048,
     "bottleneck_dim": 256, "norm_last_layer": True, "n_local": 6, "global_scale": [0.4, 1.0],
     "local_scale": [0.05, 0.4], "local_size": 96, "t_student": 0.1, "t_teacher": 0.07,
     "warmup_t_teacher": 0.04, "warmup_epochs": 10, "center_momentum": 0.9, "wd": 0.04, "seeds": [0, 1, 2],
@@ -136,7 +136,7 @@ _PROFILES: dict[str, dict] = {
                    "proj_dim": 32, "temperature": 0.2, "seeds": [0, 1], "save_at": [1, 2],
                    "sweep_temperatures": [0.1, 0.5], "compare_inits": ["random"]},
         "dino": {"encoder": "small_cnn_narrow", "encoder_kwargs": {}, "image_size": 32, "epochs": 2, "batch_size": 32,
-                 "lr": 1e-3, "momentum": 0.996, "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
+                 "lr": 1e-3, "momentum": 0.996, "teacher_horizon": 0.1, "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
                  "norm_last_layer": True, "n_local": 2, "global_scale": [0.5, 1.0], "local_scale": [0.05, 0.25],
                  "local_size": None, "t_student": 0.1, "t_teacher": 0.04, "warmup_t_teacher": 0.04, "warmup_epochs": 0,
                  "center_momentum": 0.9, "wd": 0.04, "seeds": [0, 1], "save_at": [1, 2], "ablation_epochs": 1,
@@ -186,7 +186,7 @@ _PROFILES: dict[str, dict] = {
                    "sweep_temperatures": [0.1, 0.5], "compare_inits": ["random"]},
         # knobs from tests/benchmarks/benchmark_ssl_gain.py --method dino and the attention runs (see chapter 2)
         "dino": {"encoder": "small_cnn_narrow", "encoder_kwargs": {}, "image_size": 48, "epochs": 20,
-                 "batch_size": 128, "lr": 1e-3, "momentum": 0.996, "out_dim": 1024, "hidden_dim": 256,
+                 "batch_size": 128, "lr": 1e-3, "momentum": 0.996, "teacher_horizon": 0.1, "out_dim": 1024, "hidden_dim": 256,
                  "bottleneck_dim": 64, "norm_last_layer": True, "n_local": 4, "global_scale": [0.5, 1.0],
                  "local_scale": [0.05, 0.25], "local_size": None, "t_student": 0.1, "t_teacher": 0.04,
                  "warmup_t_teacher": 0.04, "warmup_epochs": 0, "center_momentum": 0.9, "wd": 0.04, "seeds": [0, 1, 2],

@@ -52,6 +52,45 @@ def _cell(value, empty: str = "—") -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+VERDICTS = ("held", "not held", "undecided", "not measured")
+_MARKS = {"held": "✓ held", "not held": "✗ not held", "undecided": "? undecided at this budget",
+          "not measured": "—"}
+
+
+def verdict(held: bool | None, refuted: bool | None = None) -> str:
+    """A claim's verdict from its interval: ``held`` (it clears the threshold), ``not held`` (it is ruled out), or
+    ``undecided`` (it straddles the threshold: two builds could disagree). ``held=None`` (and no ``refuted``) is
+    ``not measured``; a claim recorded without ``refuted`` reads a False ``held`` as ``not held``."""
+    if held:
+        return "held"
+    if held is None and refuted is None:
+        return "not measured"
+    if refuted is False:
+        return "undecided"
+    return "not held"
+
+
+def decide(lo: float, hi: float, threshold: float, above: bool = True) -> dict:
+    """``held`` / ``refuted`` for "the quantity is above (``above``) or below ``threshold``", from its interval
+    ``[lo, hi]``: held when the whole interval is on the claim's side, refuted when the whole interval is on the
+    other side, undecided otherwise. Keyword arguments for :meth:`RunReport.claim`."""
+    lo, hi = float(lo), float(hi)
+    if above:
+        return {"held": lo > threshold, "refuted": hi < threshold, "interval": (lo, hi)}
+    return {"held": hi < threshold, "refuted": lo > threshold, "interval": (lo, hi)}
+
+
+def mark(claim: dict) -> str:
+    """The verdict as the report shows it (records from before verdicts had a name are read from ``held``)."""
+    return _MARKS[claim.get("verdict") or verdict(claim.get("held"), claim.get("refuted"))]
+
+
+def _with_budget(c: dict):
+    """A claim's figure with its budget in brackets, when one is named."""
+    ours = c.get("ours")
+    return f"{_cell(ours, '')} ({c['budget']})" if c.get("budget") else ours
+
+
 class RunReport:
     """Collects one chapter's metrics and claims; ``publish()`` shows and records them."""
 
@@ -74,12 +113,31 @@ class RunReport:
         if note:
             self.notes[name] = note
 
-    def claim(self, name: str, paper: str, ours, held: bool | None, note: str = "") -> None:
-        """Record a claim: the paper's figure (text, cited), this run's figure, held or not."""
-        self.claims.append({
-            "name": name, "paper": str(paper), "ours": _plain(ours),
-            "held": None if held is None else bool(held), "note": note,
-        })
+    def claim(self, name: str, paper: str, ours, held: bool | None, note: str = "", *, refuted: bool | None = None,
+              interval=None, budget: str = "", reference: dict | None = None) -> None:
+        """Record a claim: the paper's figure (text, cited), this run's figure and its verdict.
+
+        ``held``: this run's interval clears the claim's threshold; ``refuted``: the interval rules the claim out
+        (it lies wholly on the wrong side). Neither → "undecided at this budget": the interval straddles the
+        threshold, so another build could flip a yes/no verdict (:func:`verdict`). ``interval`` (lo, hi) is
+        shown with the row; ``budget`` names this run's budget. ``reference``: the same claim measured on the
+        chapter's reference run (``{"ours", "held", "refuted", "interval", "budget"}``), shown beside it.
+        """
+        row = {"name": name, "paper": str(paper), "ours": _plain(ours),
+               "held": None if held is None else bool(held),
+               "refuted": None if refuted is None else bool(refuted),
+               "interval": None if interval is None else [_plain(v) for v in interval],
+               "budget": budget, "note": note}
+        row["verdict"] = verdict(row["held"], row["refuted"])
+        if reference is not None:
+            ref = {"ours": _plain(reference.get("ours")), "held": reference.get("held"),
+                   "refuted": reference.get("refuted"), "budget": reference.get("budget", ""),
+                   "interval": None if reference.get("interval") is None else
+                   [_plain(v) for v in reference["interval"]]}
+            ref = {k: (bool(v) if k in ("held", "refuted") and v is not None else v) for k, v in ref.items()}
+            ref["verdict"] = verdict(ref["held"], ref["refuted"])
+            row["reference"] = ref
+        self.claims.append(row)
 
     def to_dict(self) -> dict:
         return {
@@ -99,10 +157,16 @@ class RunReport:
         lines = [f"**Run report — {rec['title']}** · profile `{rec['profile']}` · "
                  f"device `{rec['device']}` · {rec['wall_time_s']:.0f} s", ""]
         if rec["claims"]:
-            lines += ["| claim | paper | this run | held |", "|---|---|---|---|"]
+            refs = any("reference" in c for c in rec["claims"])
+            head = "| claim | paper | this run | verdict |" + (" reference run | verdict (reference) |" if refs else "")
+            lines += [head, "|" + "---|" * (head.count("|") - 1)]
             for c in rec["claims"]:
-                lines.append(f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_cell(c['ours'], '')} | "
-                             f"{_cell(c['held'])} |")
+                row = (f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_cell(_with_budget(c), '')} | "
+                       f"{mark(c)} |")
+                if refs:
+                    r = c.get("reference")
+                    row += (f" {_cell(_with_budget(r), '')} | {mark(r)} |" if r else " not run | — |")
+                lines.append(row)
             lines.append("")
         if rec["metrics"]:
             lines += ["| metric | value |", "|---|---|"]
@@ -120,24 +184,54 @@ class RunReport:
         return rec
 
 
+def chapter_counts(ch: dict, which: str = "run") -> dict:
+    """How many of a chapter's claims are held / not held / undecided (``which``: "run" or "reference")."""
+    out = dict.fromkeys(VERDICTS, 0)
+    for c in ch.get("claims") or []:
+        c = c if which == "run" else c.get("reference")
+        if c is not None:
+            out[c.get("verdict") or verdict(c.get("held"), c.get("refuted"))] += 1
+    return out
+
+
 def report_markdown(report: dict) -> str:
-    """The book's Reproduction report table: one row per claim, chapter by chapter (``report.json`` as input)."""
+    """The book's Reproduction report: a summary per chapter, then one row per claim, this run beside the reference
+    run (``report.json`` as input)."""
+    chapters = report["chapters"]
+    refs = any("reference" in c for ch in chapters for c in ch.get("claims") or [])
     lines = [f"Profile of this build: `{report['profile']}`.", "",
-             "| chapter | claim | paper | this run | held | profile · device | time |",
-             "|---|---|---|---|---|---|---|"]
-    for ch in report["chapters"]:
-        where = f"{ch.get('profile', '?')} · {ch.get('device', '?')}"
-        secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
+             "| chapter | held | not held | undecided | reference run: held |", "|---|---|---|---|---|"]
+    total = dict.fromkeys(VERDICTS, 0)
+    total_ref = 0
+    for ch in chapters:
+        n, r = chapter_counts(ch), chapter_counts(ch, "reference")
+        total = {k: total[k] + n[k] for k in total}
+        total_ref += r["held"]
+        status = " (notebook failed)" if ch.get("status") == "failed" else ""
+        lines.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} | "
+                     f"{r['held'] if sum(r.values()) else '—'} |")
+    n_claims = sum(total[k] for k in ("held", "not held", "undecided"))
+    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} | "
+              f"{total_ref if refs else '—'} |", ""]
+    head = "| chapter | claim | paper | this run | verdict |" + (" reference run | verdict (reference) |" if refs else "")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for ch in chapters:
         claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
         if ch.get("status") == "failed":
             claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
         for c in claims:
-            held = c.get("held")
-            mark = "—" if held is None else ("✓ held" if held else "✗ not held")
-            lines.append(f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
-                         f"{_cell(c['ours'])} | {mark} | {where} | {secs} |")
+            row = (f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
+                   f"{_cell(_with_budget(c))} | {mark(c)} |")
+            if refs:
+                r = c.get("reference")
+                row += f" {_cell(_with_budget(r))} | {mark(r)} |" if r else " not run | — |"
+            lines.append(row)
+    lines += ["", "Where each chapter ran and how long it took:", ""]
+    for ch in chapters:
+        secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
+        lines.append(f"- **{_cell(ch.get('title'))}**: {ch.get('profile', '?')} · {ch.get('device', '?')} · {secs}")
     lines += ["", "Headline metrics per chapter:", ""]
-    for ch in report["chapters"]:
+    for ch in chapters:
         metrics = ch.get("metrics") or {}
         if metrics:
             lines.append(f"- **{_cell(ch.get('title'))}**: " +

@@ -198,20 +198,41 @@ def cosine_momentum(pct: float, base: float, final: float = 1.0) -> float:
     return final - (final - base) * (math.cos(math.pi * min(max(pct, 0.0), 1.0)) + 1) / 2
 
 
+def horizon_momentum(steps: int, horizon: float, ceiling: float = 0.996) -> float:
+    """The EMA momentum whose time constant, 1 / (1 − m) optimiser steps, is ``horizon`` of a ``steps``-long run.
+
+    Chapter 2: DINO's 0.996 means a teacher averaging over the last ~250 steps — 0.2 % of the paper's 125,000-step
+    run, but most of a 300-step CPU run, so that teacher stays near its random initialisation. ``m = min(ceiling,
+    1 − 1 / (horizon · steps))`` keeps the paper's value for long runs (≥ 250 / ``horizon`` steps) and lets a short
+    run's teacher follow its student: 0.967 for 300 steps at ``horizon`` 0.1, 0.867 for 75.
+    """
+    if steps < 1 or not 0 < horizon <= 1:
+        raise ValueError(f"need steps >= 1 and 0 < horizon <= 1; got steps={steps}, horizon={horizon}")
+    return float(min(ceiling, max(0.0, 1.0 - 1.0 / (horizon * steps))))
+
+
 class EMA(Callback):
     """fastai Callback: after every optimiser step, move a teacher toward its student (an exponential moving average).
 
     ``student`` and ``teacher`` are functions of the Learner's model returning
     the two modules (so the callback works with any model layout). The momentum
-    follows :func:`cosine_momentum` from ``momentum`` to ``final``; chapter 2's
-    DINO teacher and chapter 4's EMA of the denoiser use it.
+    follows :func:`cosine_momentum` from ``momentum`` to ``final`` (with ``horizon``, from the base that
+    :func:`horizon_momentum` gives the run's length); chapter 2's DINO teacher and chapter 4's EMA of the
+    denoiser use it.
     """
     order = 70
 
-    def __init__(self, student, teacher, momentum: float = 0.996, final: float = 1.0):
+    def __init__(self, student, teacher, momentum: float = 0.996, final: float = 1.0, horizon: float | None = None):
         super().__init__()
         self.get_student, self.get_teacher, self.base, self.final = student, teacher, momentum, final
-        self.momentum = momentum
+        self.momentum, self.horizon, self.paper_base = momentum, horizon, momentum
+
+    def before_fit(self):
+        """With a ``horizon``, scale the base momentum to the run's length (:func:`horizon_momentum`)."""
+        if self.horizon:
+            steps = int(getattr(self.learn, "n_epoch", 1)) * max(len(self.learn.dls.train), 1)
+            self.base = horizon_momentum(steps, self.horizon, self.paper_base)
+            self.momentum = self.base
 
     def after_step(self):
         self.momentum = cosine_momentum(float(getattr(self.learn, "pct_train", 0.0)), self.base, self.final)

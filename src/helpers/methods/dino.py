@@ -129,8 +129,8 @@ class DINO(Callback):
     teacher temperature follows its warm-up. The teacher's EMA (cosine momentum
     schedule, ``after_step``) is :class:`helpers.runs.EMA`, which
     :func:`dino_learner` adds. Diagnostics per batch go to ``self.history``
-    (teacher entropy, KL to uniform); per epoch to ``self.epochs``: their
-    means, plus what ``monitor(teacher)`` returns — chapter 2 passes
+    (teacher entropy, KL to uniform, student–teacher agreement); per epoch to
+    ``self.epochs``: their means and the teacher's momentum, plus what ``monitor(teacher)`` returns — chapter 2 passes
     :func:`helpers.evaluation.collapse_diagnostics` on a monitor set
     (embedding spread, k-NN balanced accuracy).
     """
@@ -139,12 +139,14 @@ class DINO(Callback):
     def __init__(self, out_dim: int, n_local: int = 4, global_scale=(0.5, 1.0), local_scale=(0.05, 0.25),
                  local_size: int | None = None, t_student: float = 0.1, t_teacher: float = 0.04,
                  warmup_t_teacher: float = 0.04, warmup_epochs: int = 0, center_momentum: float = 0.9,
-                 momentum: float = 0.996, centring: bool = True, views=None, monitor=None):
+                 momentum: float = 0.996, teacher_horizon: float | None = None, centring: bool = True, views=None,
+                 monitor=None):
         super().__init__()
         self.out_dim, self.n_local, self.global_scale, self.local_scale = out_dim, n_local, global_scale, local_scale
         self.local_size, self.t_student, self.t_teacher_final = local_size, t_student, t_teacher
         self.warmup_t_teacher, self.warmup_epochs, self.center_momentum = warmup_t_teacher, warmup_epochs, center_momentum
         self.momentum, self.centring, self.views, self.monitor = momentum, centring, views, monitor
+        self.teacher_horizon = teacher_horizon
         self.center = torch.zeros(1, out_dim)
         self.t_teacher, self.history, self.epochs = t_teacher, [], []
 
@@ -158,8 +160,10 @@ class DINO(Callback):
 
     def after_epoch(self):
         rows = self.history[self._first:]
+        ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
         rec = {"epoch": self.epoch + 1, "t_teacher": self.t_teacher,
-               **{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("entropy", "kl_uniform")}}
+               "momentum": None if ema is None else float(ema.momentum),
+               **{k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("entropy", "kl_uniform", "agreement")}}
         if self.monitor is not None:
             rec.update(self.monitor(distributed.unwrap(self.learn.model).teacher))
         self.epochs.append(rec)
@@ -179,7 +183,11 @@ class DINO(Callback):
             entropy = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
             mean_p = p.mean(0)
             kl_uniform = float((mean_p * (mean_p.clamp_min(1e-12) * self.out_dim).log()).sum())
-            self.history.append({"entropy": entropy, "kl_uniform": kl_uniform, "t_teacher": self.t_teacher})
+            # student-teacher agreement: the student's top prototype on one global view is the teacher's on the other
+            agree = [float((s[j].argmax(-1) == t[i].argmax(-1)).float().mean())
+                     for i in range(len(t)) for j in range(len(t)) if i != j]
+            self.history.append({"entropy": entropy, "kl_uniform": kl_uniform, "t_teacher": self.t_teacher,
+                                 "agreement": sum(agree) / max(len(agree), 1)})
             if self.centring:
                 self.center = update_center(self.center, t, self.center_momentum)
 
@@ -195,7 +203,8 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
     from fastai.learner import Learner
     import fastai.callback.all  # noqa: F401
     cb = DINO(out_dim, **knobs)
-    teacher = EMA(lambda m: m.student, lambda m: m.teacher, momentum=cb.momentum)  # cosine schedule to 1
+    teacher = EMA(lambda m: m.student, lambda m: m.teacher, momentum=cb.momentum,  # cosine schedule to 1
+                  horizon=cb.teacher_horizon)  # base scaled to the run's length (helpers.runs.horizon_momentum)
     model = DINOModel(encoder, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
     fn = loss_fn or dino_loss
     learn = Learner(dls, model, loss_func=lambda pred, *y: fn(pred[0], pred[1], cb.center, cb.t_student,
@@ -209,7 +218,7 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
 
 _RUN_KNOBS = ("lr", "out_dim", "hidden_dim", "bottleneck_dim", "norm_last_layer", "n_local", "global_scale",
               "local_scale", "local_size", "t_student", "t_teacher", "warmup_t_teacher", "warmup_epochs",
-              "center_momentum", "momentum", "wd")
+              "center_momentum", "momentum", "teacher_horizon", "wd")
 
 
 def pretrain(table, knobs, seed: int, device, encoder: str | None = None, encoder_kwargs=None,
