@@ -70,17 +70,7 @@ def test_a_straddling_interval_is_undecided_not_a_verdict():
     md = rep.markdown()
     assert "? undecided at this budget" in md and "+0.5 [-1, +2] (5 epochs)" in md
     book = report_markdown({"profile": "cpu", "chapters": [dict(rec, status="ok")]})
-    assert "| Demo | 1 | 1 | 1 | — |" in book and "**1** of 3" in book
+    assert "| Demo | 1 | 1 | 1 |" in book and "**1** of 3" in book
+    rep.claim("a | b", paper="x", ours="y | z", held=True, budget="1 | 2")  # escaped once, budget included
+    assert "| y \\| z (1 \\| 2) | ✓ held |" in rep.markdown()
 
-
-def test_the_reference_run_gets_its_own_column():
-    rep = RunReport("99_demo", "Demo", "cpu", "cpu")
-    rep.claim("c", paper="+1", ours="+0.5", held=False, refuted=False, budget="300 steps",
-              reference={"ours": "+4", "held": True, "refuted": False, "budget": "3,000 steps"})
-    rep.claim("d", paper="+1", ours="+2", held=True, refuted=False)
-    md = rep.markdown()
-    assert "| reference run | verdict (reference) |" in md
-    assert "| +0.5 (300 steps) | ? undecided at this budget | +4 (3,000 steps) | ✓ held |" in md
-    assert "| +2 | ✓ held | not run | — |" in md
-    book = report_markdown({"profile": "cpu", "chapters": [dict(rep.to_dict(), status="ok")]})
-    assert "| Demo | 1 | 0 | 1 | 1 |" in book and "+4 (3,000 steps)" in book

@@ -85,10 +85,10 @@ def mark(claim: dict) -> str:
     return _MARKS[claim.get("verdict") or verdict(claim.get("held"), claim.get("refuted"))]
 
 
-def _with_budget(c: dict):
-    """A claim's figure with its budget in brackets, when one is named."""
-    ours = c.get("ours")
-    return f"{_cell(ours, '')} ({c['budget']})" if c.get("budget") else ours
+def _figure(c: dict, empty: str = "—") -> str:
+    """A claim's figure as a table cell, with its budget in brackets when one is named."""
+    text = _cell(c.get("ours"), empty)
+    return f"{text} ({_cell(c['budget'])})" if c.get("budget") else text
 
 
 class RunReport:
@@ -114,14 +114,13 @@ class RunReport:
             self.notes[name] = note
 
     def claim(self, name: str, paper: str, ours, held: bool | None, note: str = "", *, refuted: bool | None = None,
-              interval=None, budget: str = "", reference: dict | None = None) -> None:
+              interval=None, budget: str = "") -> None:
         """Record a claim: the paper's figure (text, cited), this run's figure and its verdict.
 
         ``held``: this run's interval clears the claim's threshold; ``refuted``: the interval rules the claim out
         (it lies wholly on the wrong side). Neither → "undecided at this budget": the interval straddles the
-        threshold, so another build could flip a yes/no verdict (:func:`verdict`). ``interval`` (lo, hi) is
-        shown with the row; ``budget`` names this run's budget. ``reference``: the same claim measured on the
-        chapter's reference run (``{"ours", "held", "refuted", "interval", "budget"}``), shown beside it.
+        threshold, so another build could flip a yes/no verdict (:func:`verdict`; :func:`decide` gives all three
+        from an interval). ``interval`` (lo, hi) is kept with the row; ``budget`` names this run's budget.
         """
         row = {"name": name, "paper": str(paper), "ours": _plain(ours),
                "held": None if held is None else bool(held),
@@ -129,14 +128,6 @@ class RunReport:
                "interval": None if interval is None else [_plain(v) for v in interval],
                "budget": budget, "note": note}
         row["verdict"] = verdict(row["held"], row["refuted"])
-        if reference is not None:
-            ref = {"ours": _plain(reference.get("ours")), "held": reference.get("held"),
-                   "refuted": reference.get("refuted"), "budget": reference.get("budget", ""),
-                   "interval": None if reference.get("interval") is None else
-                   [_plain(v) for v in reference["interval"]]}
-            ref = {k: (bool(v) if k in ("held", "refuted") and v is not None else v) for k, v in ref.items()}
-            ref["verdict"] = verdict(ref["held"], ref["refuted"])
-            row["reference"] = ref
         self.claims.append(row)
 
     def to_dict(self) -> dict:
@@ -157,16 +148,9 @@ class RunReport:
         lines = [f"**Run report — {rec['title']}** · profile `{rec['profile']}` · "
                  f"device `{rec['device']}` · {rec['wall_time_s']:.0f} s", ""]
         if rec["claims"]:
-            refs = any("reference" in c for c in rec["claims"])
-            head = "| claim | paper | this run | verdict |" + (" reference run | verdict (reference) |" if refs else "")
-            lines += [head, "|" + "---|" * (head.count("|") - 1)]
-            for c in rec["claims"]:
-                row = (f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_cell(_with_budget(c), '')} | "
-                       f"{mark(c)} |")
-                if refs:
-                    r = c.get("reference")
-                    row += (f" {_cell(_with_budget(r), '')} | {mark(r)} |" if r else " not run | — |")
-                lines.append(row)
+            lines += ["| claim | paper | this run | verdict |", "|---|---|---|---|"]
+            lines += [f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_figure(c, '')} | {mark(c)} |"
+                      for c in rec["claims"]]
             lines.append("")
         if rec["metrics"]:
             lines += ["| metric | value |", "|---|---|"]
@@ -184,48 +168,34 @@ class RunReport:
         return rec
 
 
-def chapter_counts(ch: dict, which: str = "run") -> dict:
-    """How many of a chapter's claims are held / not held / undecided (``which``: "run" or "reference")."""
+def chapter_counts(ch: dict) -> dict:
+    """How many of a chapter's claims are held / not held / undecided / not measured."""
     out = dict.fromkeys(VERDICTS, 0)
     for c in ch.get("claims") or []:
-        c = c if which == "run" else c.get("reference")
-        if c is not None:
-            out[c.get("verdict") or verdict(c.get("held"), c.get("refuted"))] += 1
+        out[c.get("verdict") or verdict(c.get("held"), c.get("refuted"))] += 1
     return out
 
 
 def report_markdown(report: dict) -> str:
-    """The book's Reproduction report: a summary per chapter, then one row per claim, this run beside the reference
-    run (``report.json`` as input)."""
+    """The book's Reproduction report: a summary per chapter, then one row per claim (``report.json`` as input)."""
     chapters = report["chapters"]
-    refs = any("reference" in c for ch in chapters for c in ch.get("claims") or [])
     lines = [f"Profile of this build: `{report['profile']}`.", "",
-             "| chapter | held | not held | undecided | reference run: held |", "|---|---|---|---|---|"]
+             "| chapter | held | not held | undecided |", "|---|---|---|---|"]
     total = dict.fromkeys(VERDICTS, 0)
-    total_ref = 0
     for ch in chapters:
-        n, r = chapter_counts(ch), chapter_counts(ch, "reference")
+        n = chapter_counts(ch)
         total = {k: total[k] + n[k] for k in total}
-        total_ref += r["held"]
         status = " (notebook failed)" if ch.get("status") == "failed" else ""
-        lines.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} | "
-                     f"{r['held'] if sum(r.values()) else '—'} |")
+        lines.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} |")
     n_claims = sum(total[k] for k in ("held", "not held", "undecided"))
-    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} | "
-              f"{total_ref if refs else '—'} |", ""]
-    head = "| chapter | claim | paper | this run | verdict |" + (" reference run | verdict (reference) |" if refs else "")
-    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} |", "",
+              "| chapter | claim | paper | this run | verdict |", "|---|---|---|---|---|"]
     for ch in chapters:
         claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
         if ch.get("status") == "failed":
             claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
-        for c in claims:
-            row = (f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | "
-                   f"{_cell(_with_budget(c))} | {mark(c)} |")
-            if refs:
-                r = c.get("reference")
-                row += f" {_cell(_with_budget(r))} | {mark(r)} |" if r else " not run | — |"
-            lines.append(row)
+        lines += [f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | {_figure(c)} | {mark(c)} |"
+                  for c in claims]
     lines += ["", "Where each chapter ran and how long it took:", ""]
     for ch in chapters:
         secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"

@@ -225,13 +225,13 @@ class EMA(Callback):
     def __init__(self, student, teacher, momentum: float = 0.996, final: float = 1.0, horizon: float | None = None):
         super().__init__()
         self.get_student, self.get_teacher, self.base, self.final = student, teacher, momentum, final
-        self.momentum, self.horizon, self.paper_base = momentum, horizon, momentum
+        self.momentum, self.horizon, self.given = momentum, horizon, momentum
 
     def before_fit(self):
         """With a ``horizon``, scale the base momentum to the run's length (:func:`horizon_momentum`)."""
         if self.horizon:
             steps = int(getattr(self.learn, "n_epoch", 1)) * max(len(self.learn.dls.train), 1)
-            self.base = horizon_momentum(steps, self.horizon, self.paper_base)
+            self.base = horizon_momentum(steps, self.horizon, self.given)  # `momentum` is the ceiling
             self.momentum = self.base
 
     def after_step(self):
