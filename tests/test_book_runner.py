@@ -1,5 +1,6 @@
 """The book runner (helpers.book) on small notebooks made by the tests."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,28 @@ def test_student_copies_of_the_discovered_chapters(tmp_path, monkeypatch, capsys
     tree = ast.parse(open(student_copies.__file__).read())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "book" not in imported  # no circle book <-> student_copies
+
+
+def test_instructors_page_quotes_the_builds_own_figures(tmp_path):
+    from helpers.book import fill_chapter_markers
+    from helpers.report import RunReport, decide
+    rep = RunReport("01_simclr", "Chapter 1", "cpu", "cpu")
+    rep.claim("probe gain", paper="+10", ours="+12.1 [+8, +16]", **decide(0.08, 0.16, 0.05),
+              reference={"ours": "+20 [+18, +22]", **decide(0.18, 0.22, 0.05), "budget": "300 epochs"})
+    ch = {**rep.to_dict(), "notebook_seconds": 589.0}
+    page = tmp_path / "instructors.md"
+    page.write_text("first run: <!-- TIME 01_simclr -->\n\n<!-- CLAIMS 01_simclr -->\n\n<!-- CLAIMS 02_dino -->\n")
+    fill_chapter_markers(page, {"profile": "cpu", "chapters": [ch]})
+    text = page.read_text()
+    assert "first run: 9.8 min in this build (`cpu` profile, cpu)" in text
+    assert "| probe gain | +12.1 [+8, +16] | ✓ held | +20 [+18, +22] (300 epochs): ✓ held |" in text
+    assert "02_dino did not run in this build" in text and "<!--" not in text
+
+
+def test_the_instructors_page_has_a_claims_marker_per_chapter():
+    import re
+    from helpers.book import CHAPTER_MARKER, discover
+    text = (Path(__file__).resolve().parents[1] / "book" / "instructors.md").read_text()
+    named = {m.group(2) for m in CHAPTER_MARKER.finditer(text) if m.group(1) == "CLAIMS"}
+    assert named == {p.stem for p in discover()}
+    assert not re.search(r"held in `cpu`\?", text), "hand-written claim tables go stale: use <!-- CLAIMS ... -->"

@@ -154,3 +154,17 @@ def test_metrics_include_the_transfer_studys_kappa_f1_sensitivity_and_specificit
     assert m["kappa"] == pytest.approx(cohen_kappa_score(y, pred)) and m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     assert m["sensitivity"] == pytest.approx(3 / 4) and m["specificity"] == pytest.approx(3 / 4)
     assert "specificity" not in evaluation.metrics(np.array([0, 1, 2]), np.eye(3))
+
+
+def test_frechet_difference_matches_torchmetrics_and_sees_a_shift():
+    import torch
+    from helpers import evaluation, models
+    torch.manual_seed(0)
+    enc = models.create_encoder("small_cnn_narrow")[0].eval()
+    real, same, shifted = torch.rand(96, 3, 32, 32), torch.rand(96, 3, 32, 32), torch.rand(96, 3, 32, 32) * 0.6
+    d = evaluation.frechet_difference(enc, real, shifted, same, n_boot=100)
+    assert abs(d["a"] - evaluation.frechet_distance(enc, real, shifted)) < 1e-3 * max(1.0, d["a"])
+    assert abs(d["b"] - evaluation.frechet_distance(enc, real, same)) < 1e-3 * max(1.0, d["b"])
+    assert d["diff"] > 0 and d["lo"] > 0 and d["lo"] <= d["diff"] <= d["hi"]
+    twin = evaluation.frechet_difference(enc, real, same, same.flip(0), n_boot=100)
+    assert twin["lo"] < 0 < twin["hi"]  # the same set twice: no difference to find

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from helpers.report import METADATA_KEY, RunReport, report_markdown
+from helpers.report import METADATA_KEY, RunReport, chapter_counts, decide, report_markdown
 
 
 def test_record_is_plain_json_and_rendered():
@@ -74,3 +74,22 @@ def test_a_straddling_interval_is_undecided_not_a_verdict():
     rep.claim("a | b", paper="x", ours="y | z", held=True, budget="1 | 2")  # escaped once, budget included
     assert "| y \\| z (1 \\| 2) | ✓ held |" in rep.markdown()
 
+
+
+def test_reference_run_column_and_counts():
+    rep = RunReport("01_x", "X", "cpu", "cpu")
+    rep.claim("gain", paper="+10", ours="+4 [+1, +7]", **decide(0.01, 0.07, 0.10), budget="30 epochs",
+              reference={"ours": "+13 [+11, +15]", **decide(0.11, 0.15, 0.10), "budget": "300 epochs, 1 seed"})
+    rep.claim("ablation", paper="+2", ours="+3", held=True, refuted=False)
+    rec = rep.to_dict()
+    assert rec["claims"][0]["verdict"] == "not held" and rec["claims"][0]["reference"]["verdict"] == "held"
+    md = rep.markdown(rec)
+    assert "| reference run |" in md and "+13 [+11, +15] (300 epochs, 1 seed): ✓ held" in md
+    assert md.splitlines()[3].count("|") == md.splitlines()[2].count("|")  # every row has the column
+    page = report_markdown({"profile": "cpu", "chapters": [rec]})
+    assert "reference run: held / measured" in page and "| **all** | **1** of 2 | 1 | 0 | **1** / 1 |" in page
+    assert chapter_counts(rec, reference=True) == {"held": 1, "not held": 0, "undecided": 0, "not measured": 1}
+    # a build without any reference run keeps the narrower table
+    plain = RunReport("02_y", "Y", "cpu", "cpu")
+    plain.claim("c", paper="p", ours=1, held=True)
+    assert "reference run" not in report_markdown({"profile": "cpu", "chapters": [plain.to_dict()]})

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import profiles
-from .report import METADATA_KEY, report_markdown
+from .report import METADATA_KEY, chapter_claims_markdown, report_markdown
 from .student_copies import write_student_copies
 
 REPO = Path(__file__).resolve().parents[2]
@@ -256,7 +256,31 @@ def write_report(report: dict, stage: Path) -> Path:
     if REPORT_MARKER not in text:
         raise NotebookError(f"{page} lacks the marker {REPORT_MARKER}")
     page.write_text(text.replace(REPORT_MARKER, report_markdown(report)))
+    fill_chapter_markers(stage / "instructors.md", report)
     return stage / "report.json"
+
+
+CHAPTER_MARKER = re.compile(r"<!-- (CLAIMS|TIME) ([0-9]{2}_[a-z0-9_]+) -->")
+
+
+def fill_chapter_markers(page: Path, report: dict) -> None:
+    """Fill ``<!-- CLAIMS 01_simclr -->`` (that chapter's claims, figures and verdicts) and ``<!-- TIME 01_simclr -->``
+    (its measured wall time and machine) in ``page`` from this build's report, so the numbers a page quotes are
+    the numbers this build measured. A marker naming a chapter this build did not run says so."""
+    if not page.exists():
+        return
+    chapters = {ch["chapter"]: ch for ch in report["chapters"] if ch.get("chapter")}
+
+    def fill(m):
+        kind, name = m.group(1), m.group(2)
+        ch = chapters.get(name)
+        if ch is None or ch.get("status") == "failed":
+            return f"*({name} did not run in this build: no figures to show)*"
+        if kind == "TIME":
+            secs = ch.get("notebook_seconds", ch.get("wall_time_s", 0))
+            return f"{secs / 60:.1f} min in this build (`{ch.get('profile')}` profile, {ch.get('device')})"
+        return chapter_claims_markdown(ch)
+    page.write_text(CHAPTER_MARKER.sub(fill, page.read_text()))
 
 
 def check_toc(stage: Path, nb_dir: Path = NOTEBOOKS) -> None:

@@ -260,7 +260,57 @@ def frechet_distance(encoder: torch.nn.Module, real: torch.Tensor, fake: torch.T
         encoder.train(was)
 
 
-def _probe_predictions(features: dict, ytr, max_iter: int) -> np.ndarray:
+@torch.no_grad()
+def _fd_features(encoder: torch.nn.Module, imgs: torch.Tensor, size: int | None, bs: int = 256) -> np.ndarray:
+    """``encoder``'s features of float images in [0, 1], resized and normalised as :func:`frechet_distance` does."""
+    from .views import FUNDUS_MEAN, FUNDUS_STD
+    device = next(encoder.parameters()).device
+    mean = torch.tensor(FUNDUS_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(FUNDUS_STD, device=device).view(1, 3, 1, 1)
+    was, out = encoder.training, []
+    encoder.eval()
+    try:
+        for i in range(0, len(imgs), bs):
+            x = imgs[i:i + bs].to(device).float()
+            if size is not None and x.shape[-1] != size:
+                x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            out.append(encoder((x - mean) / std).double().cpu())
+    finally:
+        encoder.train(was)
+    return torch.cat(out).numpy()
+
+
+def _frechet(fa: np.ndarray, fb: np.ndarray) -> float:
+    """The Fréchet distance between Gaussians fitted to two feature sets (the formula of FID)."""
+    from scipy import linalg
+    mu, sa, sb = fa.mean(0) - fb.mean(0), np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    root = linalg.sqrtm(sa @ sb)
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(np.real(root)))
+
+
+def frechet_difference(encoder: torch.nn.Module, real: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
+                       size: int | None = None, n_boot: int = 200, seed: int = 0) -> dict:
+    """Fréchet distance of ``fake_a`` minus that of ``fake_b`` (to the same ``real`` set), with a 95 % bootstrap
+    interval: each resample redraws the real and both generated sets (chapter 4's guidance claim; the interval
+    holds the noise of finite image sets, not of training the generator again)."""
+    fr, fa, fb = (_fd_features(encoder, x, size) for x in (real, fake_a, fake_b))
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        r = fr[rng.integers(0, len(fr), len(fr))]
+        diffs.append(_frechet(fa[rng.integers(0, len(fa), len(fa))], r) -
+                     _frechet(fb[rng.integers(0, len(fb), len(fb))], r))
+    a, b = _frechet(fa, fr), _frechet(fb, fr)
+    return {"a": a, "b": b, "diff": a - b, "lo": float(np.percentile(diffs, 2.5)),
+            "hi": float(np.percentile(diffs, 97.5))}
+
+
+def _probe_predictions(features: dict, ytr, max_iter: int, k: int | None = None) -> np.ndarray:
+    """Test-set predictions of a linear probe (``k=None``) or of the k-NN probe of :func:`knn_probe`."""
+    if k:
+        from sklearn.neighbors import KNeighborsClassifier
+        knn = KNeighborsClassifier(n_neighbors=min(k, len(ytr)), metric="cosine", weights="distance")
+        return knn.fit(features["train"], ytr).predict(features["test"])
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -271,9 +321,10 @@ def _probe_predictions(features: dict, ytr, max_iter: int) -> np.ndarray:
 
 
 def bootstrap_difference(features_a: dict, features_b: dict, table: ImageTable, tasks, n_boot: int = 1000,
-                         seed: int = 0, max_iter: int = 1000):
+                         seed: int = 0, max_iter: int = 1000, k: int | None = None):
     """Linear-probe balanced accuracy of encoder a minus encoder b per task, with a 95 % bootstrap interval.
 
+    ``k`` scores the k-NN probe instead (chapter 2's reference run).
     For comparisons made with a single pretraining seed (chapter 1's colour and
     temperature ablations): both probes are fitted once on all training labels,
     then the *same* resamples of the test set score both, so the interval holds
@@ -294,11 +345,12 @@ def bootstrap_difference(features_a: dict, features_b: dict, table: ImageTable, 
 
         def bacc(pred):
             correct = (pred == yte)[:, None] * onehot
-            with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore"):  # a class absent from a resample (or the test set)
                 per_class = (counts @ correct) / (counts @ onehot)
-            return np.nanmean(per_class[:, present], axis=1), float(np.mean((correct.sum(0) / onehot.sum(0))[present]))
-        (boot_a, a), (boot_b, b) = bacc(_probe_predictions(features_a, ytr, max_iter)), \
-            bacc(_probe_predictions(features_b, ytr, max_iter))
+                whole = correct.sum(0) / onehot.sum(0)
+            return np.nanmean(per_class[:, present], axis=1), float(np.mean(whole[present]))
+        (boot_a, a), (boot_b, b) = bacc(_probe_predictions(features_a, ytr, max_iter, k)), \
+            bacc(_probe_predictions(features_b, ytr, max_iter, k))
         d = boot_a - boot_b
         diffs.append(d)
         rows.append({"task": task, "a": a, "b": b, "diff": a - b, "lo": float(np.percentile(d, 2.5)),

@@ -105,6 +105,33 @@ def plot_by_task(summary, x: str, line: str, tasks, xlabel: str, levels: dict | 
     return fig
 
 
+def plot_reference_gains(gains, tasks, threshold: float, this_run: dict | None = None, label: str = "this run",
+                         title: str = ""):
+    """The gain over random init (points) vs pretraining epochs of a reference run, one panel per task (chapters
+    1–2): ``gains`` is :func:`helpers.reference.gains` output (its 95 % bootstrap band shaded), ``threshold`` the
+    claim's bar, ``this_run`` ``{task: (epochs, gain)}`` marks the chapter's own run at its budget."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks), 2.9), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        g = gains[gains["task"] == task].sort_values("epoch")
+        ax.plot(g["epoch"], 100 * g["diff"], "o-", color="C0", label="reference run")
+        ax.fill_between(g["epoch"], 100 * g["lo"], 100 * g["hi"], color="C0", alpha=0.2)
+        if this_run and task in this_run:
+            e, v = this_run[task]
+            ax.plot([e], [100 * v], "s", color="C1", ms=7, label=label)
+        ax.axhline(100 * threshold, color="k", ls="--", lw=1, label=f"claim: +{100 * threshold:.0f}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("pretraining epochs", fontsize=9)
+    axes[0, 0].set_ylabel("gain over random init\n(points, 95% CI)", fontsize=9)
+    axes[0, -1].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def flow_diagram(rows, title: str = "", note: str = ""):
     """A method diagram: each row a list of boxes drawn left to right with arrows (``[["x", "view 1", ...], ...]``).
 

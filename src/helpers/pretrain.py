@@ -41,7 +41,7 @@ def pretrain(method: str, profile: str | None = "full", seed: int = 0, seeds=Non
     chapter does); ``seeds`` picks some of those run seeds. ``epochs`` overrides the profile (a quick try: the
     chapter loads only runs of the profile's length). ``attention`` also trains chapter 2's attention ViT.
     """
-    from . import distributed, env, evaluation, profiles
+    from . import distributed, env, evaluation, profiles, reference
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     P = profiles.load(profile)
@@ -52,23 +52,24 @@ def pretrain(method: str, profile: str | None = "full", seed: int = 0, seeds=Non
         P.show(method)
         print(f"device: {env.describe_device(device)}; processes: {distributed.world_size()}; "
               f"global batch {K['batch_size']} = {K['batch_size'] // distributed.world_size()} per process")
+    code = reference.recipe_hash(method) if P.name == reference.PROFILE else None  # the code that trains it
     table = _table(P, K["image_size"], seed, data_root)
     run_seeds = [seed + s for s in K["seeds"]] if seeds is None else list(seeds)
     out = {}
     for s in run_seeds:
         if method == "simclr":
             from .methods import simclr
-            _, hist = simclr.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main)
+            model, hist = simclr.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main)
         elif method == "mae":
             from .methods import mae
-            _, hist = mae.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main)
+            model, hist = mae.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main)
         else:
             from .methods import dino
             monitor = evaluation.monitor_set(table, K["monitor_task"], n=K["monitor_size"], size=K["image_size"])
 
             def watch(teacher):  # chapter 2's per-epoch collapse watch, saved with the run
                 return evaluation.collapse_diagnostics(teacher[0], monitor, k=E["knn_k"], embed=teacher[1].mlp)
-            _, hist = dino.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main,
+            model, hist = dino.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main,
                                     monitor=watch)
             if attention and s == seed:  # chapter 2 trains its attention ViT once, with the first seed
                 dino.pretrain(table, K, s, device, K["attention_encoder"], K["attention_kwargs"],
@@ -78,6 +79,12 @@ def pretrain(method: str, profile: str | None = "full", seed: int = 0, seeds=Non
         if main:
             what = "found saved" if hist["loaded"] else f"trained in {hist['seconds']:.0f} s and saved"
             print(f"{method} seed {s}: {what}; the chapter loads it unchanged")
+        if main and P.name == reference.PROFILE and epochs is None:  # the book loads this run: ship it
+            command = " ".join(["python -m helpers.pretrain", method, "--profile", P.name] +
+                               (["--seed", str(seed)] if seed else []))
+            path = reference.ship(method, model, hist, K, s, command, data=table.fingerprint(),
+                                  code_hash=code)
+            print(f"shipped the reference run: {path} ({reference.describe(method)})")
     return out
 
 

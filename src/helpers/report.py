@@ -91,6 +91,16 @@ def _figure(c: dict, empty: str = "—") -> str:
     return f"{text} ({_cell(c['budget'])})" if c.get("budget") else text
 
 
+def _reference(c: dict) -> str:
+    """The claim measured on the shipped reference run, figure and verdict in one cell (— where not measured)."""
+    r = c.get("reference")
+    return f"{_figure(r)}: {mark(r)}" if r else "—"
+
+
+def _has_reference(claims) -> bool:
+    return any(c.get("reference") for c in claims)
+
+
 class RunReport:
     """Collects one chapter's metrics and claims; ``publish()`` shows and records them."""
 
@@ -114,13 +124,15 @@ class RunReport:
             self.notes[name] = note
 
     def claim(self, name: str, paper: str, ours, held: bool | None, note: str = "", *, refuted: bool | None = None,
-              interval=None, budget: str = "") -> None:
+              interval=None, budget: str = "", reference: dict | None = None) -> None:
         """Record a claim: the paper's figure (text, cited), this run's figure and its verdict.
 
         ``held``: this run's interval clears the claim's threshold; ``refuted``: the interval rules the claim out
         (it lies wholly on the wrong side). Neither → "undecided at this budget": the interval straddles the
         threshold, so another build could flip a yes/no verdict (:func:`verdict`; :func:`decide` gives all three
         from an interval). ``interval`` (lo, hi) is kept with the row; ``budget`` names this run's budget.
+        ``reference`` is the same claim measured on the shipped reference run (:mod:`helpers.reference`): a dict of
+        ``ours``, ``held`` and ``refuted`` (or :func:`decide`'s keys) and its ``budget``.
         """
         row = {"name": name, "paper": str(paper), "ours": _plain(ours),
                "held": None if held is None else bool(held),
@@ -128,6 +140,14 @@ class RunReport:
                "interval": None if interval is None else [_plain(v) for v in interval],
                "budget": budget, "note": note}
         row["verdict"] = verdict(row["held"], row["refuted"])
+        if reference is not None:
+            r = dict(reference)
+            held_r = r.get("held")
+            row["reference"] = {"ours": _plain(r.get("ours")), "held": None if held_r is None else bool(held_r),
+                                "refuted": None if r.get("refuted") is None else bool(r["refuted"]),
+                                "interval": None if r.get("interval") is None else [_plain(v) for v in r["interval"]],
+                                "budget": str(r.get("budget", ""))}
+            row["reference"]["verdict"] = verdict(row["reference"]["held"], row["reference"]["refuted"])
         self.claims.append(row)
 
     def to_dict(self) -> dict:
@@ -147,7 +167,12 @@ class RunReport:
         rec = record or self.to_dict()
         lines = [f"**Run report — {rec['title']}** · profile `{rec['profile']}` · "
                  f"device `{rec['device']}` · {rec['wall_time_s']:.0f} s", ""]
-        if rec["claims"]:
+        if rec["claims"] and _has_reference(rec["claims"]):
+            lines += ["| claim | paper | this run | verdict | reference run |", "|---|---|---|---|---|"]
+            lines += [f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_figure(c, '')} | {mark(c)} | "
+                      f"{_reference(c)} |" for c in rec["claims"]]
+            lines.append("")
+        elif rec["claims"]:
             lines += ["| claim | paper | this run | verdict |", "|---|---|---|---|"]
             lines += [f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_figure(c, '')} | {mark(c)} |"
                       for c in rec["claims"]]
@@ -168,10 +193,12 @@ class RunReport:
         return rec
 
 
-def chapter_counts(ch: dict) -> dict:
-    """How many of a chapter's claims are held / not held / undecided / not measured."""
+def chapter_counts(ch: dict, reference: bool = False) -> dict:
+    """How many of a chapter's claims are held / not held / undecided / not measured (``reference``: on the
+    reference run; a claim not measured there counts as not measured)."""
     out = dict.fromkeys(VERDICTS, 0)
     for c in ch.get("claims") or []:
+        c = (c.get("reference") or {"held": None}) if reference else c
         out[c.get("verdict") or verdict(c.get("held"), c.get("refuted"))] += 1
     return out
 
@@ -179,23 +206,29 @@ def chapter_counts(ch: dict) -> dict:
 def report_markdown(report: dict) -> str:
     """The book's Reproduction report: a summary per chapter, then one row per claim (``report.json`` as input)."""
     chapters = report["chapters"]
+    refs = any(_has_reference(ch.get("claims") or []) for ch in chapters)
     lines = [f"Profile of this build: `{report['profile']}`.", "",
-             "| chapter | held | not held | undecided |", "|---|---|---|---|"]
-    total = dict.fromkeys(VERDICTS, 0)
+             "| chapter | held | not held | undecided |" + (" reference run: held / measured |" if refs else ""),
+             "|---|---|---|---|" + ("---|" if refs else "")]
+    total, total_ref = dict.fromkeys(VERDICTS, 0), dict.fromkeys(VERDICTS, 0)
     for ch in chapters:
-        n = chapter_counts(ch)
+        n, r = chapter_counts(ch), chapter_counts(ch, reference=True)
         total = {k: total[k] + n[k] for k in total}
+        total_ref = {k: total_ref[k] + r[k] for k in total_ref}
         status = " (notebook failed)" if ch.get("status") == "failed" else ""
-        lines.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} |")
+        extra = f" {r['held']} / {sum(r.values()) - r['not measured']} |" if refs else ""
+        lines.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} |{extra}")
     n_claims = sum(total[k] for k in ("held", "not held", "undecided"))
-    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} |", "",
-              "| chapter | claim | paper | this run | verdict |", "|---|---|---|---|---|"]
+    extra = f" **{total_ref['held']}** / {sum(total_ref.values()) - total_ref['not measured']} |" if refs else ""
+    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} |{extra}",
+              "", "| chapter | claim | paper | this run | verdict |" + (" reference run |" if refs else ""),
+              "|---|---|---|---|---|" + ("---|" if refs else "")]
     for ch in chapters:
         claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
         if ch.get("status") == "failed":
             claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
         lines += [f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | {_figure(c)} | {mark(c)} |"
-                  for c in claims]
+                  + (f" {_reference(c)} |" if refs else "") for c in claims]
     lines += ["", "Where each chapter ran and how long it took:", ""]
     for ch in chapters:
         secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
@@ -207,3 +240,17 @@ def report_markdown(report: dict) -> str:
             lines.append(f"- **{_cell(ch.get('title'))}**: " +
                          ", ".join(f"`{k}` = {_cell(v)}" for k, v in metrics.items()))
     return "\n".join(lines) + "\n"
+
+
+def chapter_claims_markdown(ch: dict) -> str:
+    """One chapter's claims as a table (claim, this run, verdict, and the reference run where measured): the
+    instructors' page shows each chapter's with the figures of the build it belongs to."""
+    claims = ch.get("claims") or []
+    if not claims:
+        return "*(no claim recorded)*"
+    refs = _has_reference(claims)
+    lines = ["| claim | this run | verdict |" + (" reference run |" if refs else ""),
+             "|---|---|---|" + ("---|" if refs else "")]
+    lines += [f"| {_cell(c['name'])} | {_figure(c)} | {mark(c)} |" + (f" {_reference(c)} |" if refs else "")
+              for c in claims]
+    return "\n".join(lines)

@@ -29,6 +29,38 @@ def run_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def code_hash(*parts) -> str:
+    """A short hash of the code of ``parts``, blind to comments and docstrings.
+
+    Each part is a module, a function or class, or its name (``"helpers.methods.simclr"``,
+    ``"helpers.runs:load_or_train"``). A reference run (book page "Reproduction report") records the hash of the
+    code that trained it, so a test can tell when an edit to its loss, model or recipe leaves the shipped checkpoint
+    behind the code that loads it.
+    """
+    import ast
+    import importlib
+    import inspect
+    import textwrap
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, str):
+            module, _, qualname = part.partition(":")
+            part = importlib.import_module(module)
+            for name in filter(None, qualname.split(".")):
+                part = getattr(part, name)
+        name = getattr(part, "__qualname__", "") if not inspect.ismodule(part) else ""
+        tree = ast.parse(textwrap.dedent(inspect.getsource(part)))
+        for node in ast.walk(tree):  # drop docstrings: rewording one does not change the run
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(getattr(body[0], "value", None), ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(f"{getattr(part, '__module__', None) or part.__name__}:{name}".encode())
+        h.update(ast.dump(tree, annotate_fields=False).encode())
+    return h.hexdigest()[:16]
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """A hash of every parameter and buffer of ``model`` (keys the feature cache of the evaluation protocol)."""
     h = hashlib.sha256()
