@@ -281,11 +281,17 @@ def _fd_features(encoder: torch.nn.Module, imgs: torch.Tensor, size: int | None,
 
 
 def _frechet(fa: np.ndarray, fb: np.ndarray) -> float:
-    """The Fréchet distance between Gaussians fitted to two feature sets (the formula of FID)."""
-    from scipy import linalg
-    mu, sa, sb = fa.mean(0) - fb.mean(0), np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
-    root = linalg.sqrtm(sa @ sb)
-    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(np.real(root)))
+    """The Fréchet distance between Gaussians fitted to two feature sets (the formula of FID).
+
+    tr √(Σa Σb) is the nuclear norm of Xb Xaᵀ / √((na − 1)(nb − 1)) for centred features X: an SVD of an
+    na × nb matrix instead of a square root of a d × d one — exact, and fast for wide features (2,048 for a
+    ResNet-50) and few images.
+    """
+    xa, xb = fa - fa.mean(0), fb - fb.mean(0)
+    scale = np.sqrt((len(fa) - 1) * (len(fb) - 1))
+    mu = fa.mean(0) - fb.mean(0)
+    nuclear = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / scale
+    return float(mu @ mu + (xa ** 2).sum() / (len(fa) - 1) + (xb ** 2).sum() / (len(fb) - 1) - 2 * nuclear)
 
 
 def frechet_difference(encoder: torch.nn.Module, real: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
