@@ -234,23 +234,9 @@ def frechet_distance(encoder: torch.nn.Module, real: torch.Tensor, fake: torch.T
     are not comparable with published FIDs.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
-    from .views import FUNDUS_MEAN, FUNDUS_STD
-
-    class Features(torch.nn.Module):
-        def __init__(self, enc):
-            super().__init__()
-            self.enc, self.num_features = enc, int(enc.num_features)
-            self.register_buffer("mean", torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(FUNDUS_STD).view(1, 3, 1, 1))
-
-        def forward(self, x):
-            if size is not None and x.shape[-1] != size:
-                x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            return self.enc((x.float() - self.mean) / self.std).float()
-
     device = next(encoder.parameters()).device
     was = encoder.training
-    fid = FrechetInceptionDistance(feature=Features(encoder.eval()), normalize=True).to(device)
+    fid = FrechetInceptionDistance(feature=_FDFeatures(encoder.eval(), size), normalize=True).to(device)
     try:
         for imgs, is_real in ((real, True), (fake, False)):
             for i in range(0, len(imgs), bs):
@@ -260,24 +246,35 @@ def frechet_distance(encoder: torch.nn.Module, real: torch.Tensor, fake: torch.T
         encoder.train(was)
 
 
+class _FDFeatures(torch.nn.Module):
+    """``encoder`` on float images in [0, 1], resized to ``size`` and normalised with the fundus statistics (the
+    feature extractor of :func:`frechet_distance` and :func:`frechet_difference`)."""
+
+    def __init__(self, encoder: torch.nn.Module, size: int | None):
+        from .views import FUNDUS_MEAN, FUNDUS_STD
+        super().__init__()
+        self.enc, self.size, self.num_features = encoder, size, int(encoder.num_features)
+        self.register_buffer("mean", torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(FUNDUS_STD).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        if self.size is not None and x.shape[-1] != self.size:
+            x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.enc((x.float() - self.mean) / self.std).float()
+
+
 @torch.no_grad()
 def _fd_features(encoder: torch.nn.Module, imgs: torch.Tensor, size: int | None, bs: int = 256) -> np.ndarray:
-    """``encoder``'s features of float images in [0, 1], resized and normalised as :func:`frechet_distance` does."""
-    from .views import FUNDUS_MEAN, FUNDUS_STD
+    """:class:`_FDFeatures` of ``imgs`` as a float64 array."""
     device = next(encoder.parameters()).device
-    mean = torch.tensor(FUNDUS_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(FUNDUS_STD, device=device).view(1, 3, 1, 1)
-    was, out = encoder.training, []
+    features = _FDFeatures(encoder, size).to(device)
+    was = encoder.training
     encoder.eval()
     try:
-        for i in range(0, len(imgs), bs):
-            x = imgs[i:i + bs].to(device).float()
-            if size is not None and x.shape[-1] != size:
-                x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            out.append(encoder((x - mean) / std).double().cpu())
+        return torch.cat([features(imgs[i:i + bs].to(device)).double().cpu()
+                          for i in range(0, len(imgs), bs)]).numpy()
     finally:
         encoder.train(was)
-    return torch.cat(out).numpy()
 
 
 def _frechet(fa: np.ndarray, fb: np.ndarray) -> float:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import platform
+import os
 import sys
 import time
 from pathlib import Path
 
-import torch
+import pandas as pd
 
-from . import env, models, runs
+from . import efficiency, env, evaluation, models, runs
 
 PROFILE = "reference"
 SHIPPED = Path(__file__).resolve().parent / "reference_runs"
@@ -52,13 +52,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def machine() -> str:
-    """The machine a run trained on, in words (device, cores, Python, torch)."""
-    import os
-    return (f"{env.describe_device(env.get_device())}, {os.cpu_count()} CPU cores, {platform.machine()}, "
-            f"Python {sys.version.split()[0]}, torch {torch.__version__}")
-
-
 def ship(method: str, model, hist: dict, knobs: dict, seed: int, command: str, data: str = "",
          code_hash: str | None = None, folder: Path | None = None) -> Path:
     """Write ``method``'s reference run (its encoder at every saved budget) and its provenance; returns the JSON.
@@ -83,7 +76,7 @@ def ship(method: str, model, hist: dict, knobs: dict, seed: int, command: str, d
         "method": method, "profile": PROFILE, "command": command, "seed": seed, "epochs": int(hist["epochs"]),
         "data": data,
         "knobs": knobs, "code_hash": code_hash or recipe_hash(method), "modules": list(_method(method)[0]),
-        "wall_time_s": round(float(hist["seconds"]), 1), "machine": machine(),
+        "wall_time_s": round(float(hist["seconds"]), 1), "machine": _machine(),
         "trained": time.strftime("%Y-%m-%d", time.gmtime()),
         "final_train_loss": float(hist["train"][-1]) if hist.get("train") else None,
         "train_epoch": [round(float(v), 5) for v in hist.get("train_epoch", [])],
@@ -93,6 +86,13 @@ def ship(method: str, model, hist: dict, knobs: dict, seed: int, command: str, d
     out = folder / f"{method}.json"
     env.atomic_write(out, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     return out
+
+
+def _machine() -> str:
+    """The machine a run trained on, in words (chapter 3's :func:`helpers.efficiency.machine`, plus cores)."""
+    m = efficiency.machine(env.get_device())
+    return (f"{m['accelerator']} ({m['cpu']}, {m['threads']} threads), {os.cpu_count()} CPU cores, "
+            f"Python {sys.version.split()[0]}, torch {m['torch']}")
 
 
 def _save_encoder(encoder, arch, path: Path) -> Path:
@@ -155,7 +155,6 @@ def features(method: str, table, device=None, epoch: int | None = None, random_s
     """``{split: array}`` features of ``table`` from ``method``'s reference encoder after ``epoch`` — or, with
     ``random_seed``, from a random-init encoder of the same architecture (the baseline) — at the image size the
     reference run trained at (chapters 1–3)."""
-    from . import evaluation
     rec = provenance(method, folder)
     if rec is None:
         raise FileNotFoundError(f"no reference run of {method} is shipped in {folder or SHIPPED}")
@@ -173,9 +172,6 @@ def gains(method: str, table, tasks, seed: int = 0, device=None, max_iter: int =
     """The linear-probe (or, with ``k``, k-NN) gain of every shipped checkpoint of ``method`` over a random-init
     encoder of seed ``seed``, per task with a 95 % test-set bootstrap interval (and a ``mean`` row): columns
     ``epoch, task, a, b, diff, lo, hi``. Cached by the features' values (chapters 1 and 2)."""
-    import pandas as pd
-
-    from . import evaluation
     base = features(method, table, device, random_seed=seed, folder=folder)
     frames = []
     for epoch in budgets(method, folder):

@@ -11,9 +11,13 @@ processes asking for the same run train it once and both get it::
 """
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib
+import inspect
 import json
 import math
+import textwrap
 import time
 from pathlib import Path
 
@@ -37,10 +41,6 @@ def code_hash(*parts) -> str:
     code that trained it, so a test can tell when an edit to its loss, model or recipe leaves the shipped checkpoint
     behind the code that loads it.
     """
-    import ast
-    import importlib
-    import inspect
-    import textwrap
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, str):
