@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 import torch
 
 from helpers import evaluation, transfer
@@ -75,6 +76,19 @@ def test_interval_and_paired_gain():
     assert g["mean"] == pytest.approx(0.1) and g["sd"] == pytest.approx(0.0, abs=1e-12)  # paired: no spread
     s = evaluation.summarise(df)
     assert set(s["encoder"]) == {"A", "B"} and (s["n"] == 3).all()
+
+
+def test_seeds_to_decide_is_the_first_n_whose_interval_clears_the_threshold():
+    """Issue 26: an undecided seed study says how many seeds would decide it at the measured mean and spread."""
+    iv = evaluation.interval([-0.012, -0.006, -0.009])  # a 1-point margin: mean -0.9, sd 0.3 points
+    n = evaluation.seeds_to_decide(iv, -0.01)
+    assert n is not None and n > 3
+    at = lambda k: iv["mean"] + np.array([-1, 1]) * stats.t.ppf(0.975, k - 1) * iv["sd"] / np.sqrt(k)  # noqa: E731
+    lo, hi = at(n)
+    assert lo > -0.01 and at(n - 1)[0] <= -0.01  # n clears the margin, n - 1 does not
+    assert evaluation.seeds_to_decide({**iv, "mean": -0.01}, -0.01) is None  # on the threshold: no n decides
+    assert evaluation.seeds_to_decide(evaluation.interval([0.5]), 0.0) is None  # one seed: no spread known
+    assert evaluation.seeds_to_decide(iv, -0.0091, most=50) is None  # beyond the cap
 
 
 def test_multitask_fine_tuning_learns_every_task_and_keeps_the_test_split():

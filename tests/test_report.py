@@ -20,6 +20,16 @@ def test_record_is_plain_json_and_rendered():
     assert "beats chance" in md and "| acc | 0.5 |" in md
 
 
+def test_a_claims_note_is_shown_under_the_table():
+    """A claim's note (how it was measured, why it is undecided) reaches the reader, not only report.json."""
+    rep = RunReport("99_demo", "Demo", "smoke", "cpu")
+    rep.claim("gain > 0", paper="x", ours=0.1, held=None, note="undecided with 3 seeds: about 12 seeds would decide it")
+    rep.claim("no note", paper="x", ours=0.1, held=True)
+    md = rep.markdown()
+    assert "- *gain > 0*: undecided with 3 seeds: about 12 seeds would decide it" in md
+    assert "*no note*" not in md
+
+
 def test_publish_attaches_the_record(monkeypatch):
     shown = []
     import IPython.display as disp

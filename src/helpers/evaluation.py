@@ -376,6 +376,20 @@ def interval(values, confidence: float = 0.95) -> dict:
     return {"mean": mean, "sd": sd, "n": n, "lo": mean - half, "hi": mean + half}
 
 
+def seeds_to_decide(iv: dict, threshold: float, confidence: float = 0.95, most: int = 10_000):
+    """How many seeds an interval from :func:`interval` would need to clear ``threshold`` on one side, if the mean
+    and the standard deviation stayed as measured: the smallest n with t(n − 1) · sd / √n < |mean − threshold|.
+    ``None`` where the mean sits on the threshold or more than ``most`` seeds would be needed (chapter 6)."""
+    from scipy import stats
+    gap, sd = abs(iv["mean"] - threshold), iv["sd"]
+    if not np.isfinite(sd) or gap == 0:
+        return None
+    for n in range(2, most + 1):
+        if stats.t.ppf((1 + confidence) / 2, n - 1) * sd / np.sqrt(n) < gap:
+            return n
+    return None
+
+
 def summarise(df, metric: str = "balanced_accuracy", by=("encoder", "task", "fraction", "probe")):
     """Mean ± sd and the 95 % interval of ``metric`` over seeds, one row per ``by`` group."""
     import pandas as pd

@@ -177,6 +177,9 @@ class RunReport:
             lines += [f"| {_cell(c['name'])} | {_cell(c['paper'], '')} | {_figure(c, '')} | {mark(c)} |"
                       for c in rec["claims"]]
             lines.append("")
+        noted = [c for c in rec["claims"] if c.get("note")]
+        if noted:
+            lines += ["Notes on the claims:", ""] + [f"- *{_cell(c['name'])}*: {_cell(c['note'])}" for c in noted] + [""]
         if rec["metrics"]:
             lines += ["| metric | value |", "|---|---|"]
             lines += [f"| {_cell(k)} | {_cell(v, '')} |" for k, v in rec["metrics"].items()]
