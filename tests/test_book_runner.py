@@ -263,7 +263,7 @@ def test_instructors_page_quotes_the_builds_own_figures(tmp_path):
     fill_chapter_markers(page, {"profile": "cpu", "chapters": [ch]})
     text = page.read_text()
     assert "first run: 9.8 min in this build (`cpu` profile, cpu)" in text
-    assert "| probe gain | +12.1 [+8, +16] | ✓ held | +20 [+18, +22] (300 epochs): ✓ held |" in text
+    assert "| ✓ held | probe gain | +12.1 [+8, +16] | +20 [+18, +22] (300 epochs): ✓ held |" in text
     assert "02_dino did not run in this build" in text and "<!--" not in text
 
 

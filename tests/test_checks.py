@@ -20,8 +20,14 @@ def test_dr_rule_check():
 
 def test_hr_answers_and_site_shortcut_checks():
     assert checks.check_hr_answers({"a": 2, "b": 3, "c": 4})
-    with pytest.raises(checks.ExerciseError, match="b"):
-        checks.check_hr_answers({"a": 2, "b": 2, "c": 4})
+    for wrong in ({"a": 2, "b": 2, "c": 4}, {"a": 1, "b": 3, "c": 4}, {"a": 2, "b": 3, "c": 3}):
+        with pytest.raises(checks.ExerciseError, match="not yet right"):
+            checks.check_hr_answers(wrong)
+    for malformed in ([2, 3, 4], {"a": 2, "b": 3}, "2, 3, 4"):
+        with pytest.raises(checks.ExerciseError, match="one grade per eye"):
+            checks.check_hr_answers(malformed)
+    with pytest.raises(checks.ExerciseError, match="whole number from 0 to 4"):
+        checks.check_hr_answers({"a": "2", "b": 3.5, "c": 4})
     assert checks.check_site_shortcut(0.9, 0.22)
     with pytest.raises(checks.ExerciseError, match="most frequent grade"):
         checks.check_site_shortcut(0.3, 0.22)
@@ -42,13 +48,31 @@ def test_learned_invariance_check_follows_the_run():
         checks.check_learned_invariance("yes", {"dr": float("nan")}, bad)
 
 
-def test_colour_shortcut_check_wants_every_camera_change_off():
+def test_colour_shortcut_check_wants_every_camera_change_off_and_the_runs_numbers():
+    import pandas as pd
+    colour = pd.DataFrame({"SimCLR (camera changes)": [0.62, 0.40], "no camera change": [0.81, 0.41]},
+                          index=["site_id", "dr_grade"])
     off = FundusViews(gain=0, gamma=0, noise=0, blur_p=0)
-    assert checks.check_colour_shortcut(off, 0.9, 0.95)
+    assert checks.check_colour_shortcut(off, 0.62, 0.81, "without", colour)
     with pytest.raises(checks.ExerciseError, match="gain"):
-        checks.check_colour_shortcut(FundusViews(gamma=0, noise=0, blur_p=0), 0.9, 0.95)
-    with pytest.raises(checks.ExerciseError, match="site-probe"):
-        checks.check_colour_shortcut(off, float("nan"), 0.95)
+        checks.check_colour_shortcut(FundusViews(gamma=0, noise=0, blur_p=0), 0.62, 0.81, "without", colour)
+    with pytest.raises(checks.ExerciseError, match="swapped"):
+        checks.check_colour_shortcut(off, 0.81, 0.62, "without", colour)
+    with pytest.raises(checks.ExerciseError, match="site_id row"):
+        checks.check_colour_shortcut(off, 0.5, 0.5, "neither", colour)  # any finite pair is no longer enough
+    for wrong in ("with", "neither"):
+        with pytest.raises(checks.ExerciseError, match="compare the two site probes"):
+            checks.check_colour_shortcut(off, 0.62, 0.81, wrong, colour)
+    with pytest.raises(checks.ExerciseError, match="'with', 'without' or 'neither'"):
+        checks.check_colour_shortcut(off, 0.62, 0.81, "less", colour)
+    with pytest.raises(checks.ExerciseError, match="numbers"):
+        checks.check_colour_shortcut(off, float("nan"), 0.81, "without", colour)
+    with pytest.raises(checks.ExerciseError, match="FundusViews"):
+        checks.check_colour_shortcut({"gain": 0}, 0.62, 0.81, "without", colour)
+    close = colour.assign(**{"no camera change": [0.625, 0.41]})
+    assert checks.check_colour_shortcut(off, 0.62, 0.625, "neither", close)
+    with pytest.raises(checks.ExerciseError):
+        checks.check_colour_shortcut(off, 0.62, 0.625, "without", close)
 
 
 def test_temperature_check_reads_the_students_own_sweep():
@@ -107,12 +131,27 @@ def test_collapse_prediction_and_attention_reading_checks():
     with pytest.raises(checks.ExerciseError, match="one of"):
         checks.check_collapse_prediction("nothing", "uniform")
     assert checks.check_collapse_prediction(None, "uniform") is False
-    shares = {"optic disc": 3.1, "lesions": 1.4}
-    assert checks.check_attention_reading("optic disc", shares)
-    with pytest.raises(checks.ExerciseError, match="compare"):
-        checks.check_attention_reading("lesions", shares)
+    import pandas as pd
+    shares = pd.DataFrame({"model": ["DINO ViT"] * 2 + ["random ViT"] * 2, "structure": ["optic disc", "lesions"] * 2,
+                           "ratio": [3.1, 1.4, 1.0, 1.0]})
+    reading = {"optic disc": 3.1, "lesions": 1.4}
+    assert checks.check_attention_reading("optic disc", reading, shares)
+    for wrong in ("lesions", "neither"):
+        with pytest.raises(checks.ExerciseError, match="compare"):
+            checks.check_attention_reading(wrong, reading, shares)
+    with pytest.raises(checks.ExerciseError, match="shares table"):
+        checks.check_attention_reading("optic disc", {"optic disc": 9.0, "lesions": 1.0}, shares)  # not the run's
     with pytest.raises(checks.ExerciseError, match="maps"):
-        checks.check_attention_reading("lesions", {"lesions": 1.0})
+        checks.check_attention_reading("lesions", {"lesions": 1.0}, shares)
+    with pytest.raises(checks.ExerciseError, match="maps"):
+        checks.check_attention_reading("lesions", [3.1, 1.4], shares)
+    with pytest.raises(checks.ExerciseError, match="'neither'"):
+        checks.check_attention_reading("disc", reading, shares)
+    # 1.039 vs 1.038 is no finding: the answer is "neither", and a structure is wrong
+    tie = shares.assign(ratio=[1.039, 1.038, 1.0, 1.0])
+    assert checks.check_attention_reading("neither", {"optic disc": 1.039, "lesions": 1.038}, tie)
+    with pytest.raises(checks.ExerciseError, match="neither"):
+        checks.check_attention_reading("optic disc", {"optic disc": 1.039, "lesions": 1.038}, tie)
 
 
 def test_random_masking_check_accepts_the_library_and_names_each_mistake():

@@ -58,7 +58,7 @@ def test_both_renderings_keep_the_table_intact():
     row = next(line for line in md.splitlines() if "A \\| B" in line)
     assert row == "| A \\| B second line | x |  | — |" and "| nan | nan |" in md
     book_md = report_markdown({"profile": "smoke", "chapters": [dict(rep.to_dict(), status="ok")]})
-    assert "| Demo | A \\| B second line | x | — | — |" in book_md
+    assert "| — | A \\| B second line | — | x |" in book_md  # verdict first, then claim, this run, paper
 
 
 def test_a_straddling_interval_is_undecided_not_a_verdict():
@@ -103,3 +103,23 @@ def test_reference_run_column_and_counts():
     plain = RunReport("02_y", "Y", "cpu", "cpu")
     plain.claim("c", paper="p", ours=1, held=True)
     assert "reference run" not in report_markdown({"profile": "cpu", "chapters": [plain.to_dict()]})
+
+
+def test_the_reproduction_page_reads_at_a_glance():
+    """Issue 27: the count first, a summary row per chapter, then each chapter's claims with the verdict in the first
+    column (on a phone it is the column on screen), the notes, and the metrics folded away."""
+    a = RunReport("01_a", "Chapter 1 — A", "cpu", "cpu")
+    a.claim("gain", paper="+10", ours="+12", **decide(0.08, 0.16, 0.05))
+    a.claim("margin", paper="+1", ours="-0.9", **decide(-0.019, -0.0, -0.01), note="about 40 seeds would decide it")
+    a.metric("m", 0.5)
+    b = RunReport("02_b", "Chapter 2 — B", "cpu", "cpu")
+    b.claim("collapse", paper="x", ours="y", **decide(-0.3, -0.1, 0.0))
+    page = report_markdown({"profile": "cpu", "chapters": [dict(a.to_dict(), status="ok"), dict(b.to_dict(), status="ok")]})
+    lines = page.splitlines()
+    assert lines[0].startswith("**1 of 3 claims held** in this build (profile `cpu`); 1 not held, 1 undecided")
+    assert "| Chapter 1 — A | 1 | 0 | 1 |" in page and "| Chapter 2 — B | 0 | 1 | 0 |" in page
+    assert "## Chapter 1 — A" in page and "## Chapter 2 — B" in page
+    rows = [line for line in lines if line.startswith("| ") and ("gain" in line or "margin" in line or "collapse" in line)]
+    assert [r.split(" | ")[0] for r in rows] == ["| ✓ held", "| ? undecided at this budget", "| ✗ not held"]
+    assert "- *margin*: about 40 seeds would decide it" in page
+    assert ":class: dropdown" in page and "- `m` = 0.5" in page

@@ -206,42 +206,54 @@ def chapter_counts(ch: dict, reference: bool = False) -> dict:
     return out
 
 
+def _claim_rows(claims, refs: bool, paper: bool = True) -> list:
+    """One chapter's claims as a table whose first column is the verdict, so a phone shows it first."""
+    lines = ["| verdict | claim | this run |" + (" reference run |" if refs else "") + (" paper |" if paper else ""),
+             "|---|---|---|" + ("---|" if refs else "") + ("---|" if paper else "")]
+    lines += [f"| {mark(c)} | {_cell(c['name'])} | {_figure(c)} |" + (f" {_reference(c)} |" if refs else "")
+              + (f" {_cell(c.get('paper'), '')} |" if paper else "") for c in claims]
+    noted = [c for c in claims if c.get("note")]
+    if noted:
+        lines += ["", "Notes:", ""] + [f"- *{_cell(c['name'])}*: {_cell(c['note'])}" for c in noted]
+    return lines
+
+
 def report_markdown(report: dict) -> str:
-    """The book's Reproduction report: a summary per chapter, then one row per claim (``report.json`` as input)."""
+    """The book's Reproduction report (``report.json`` as input): the count of verdicts, a summary per chapter,
+    then each chapter's claims with the verdict first, its notes, and its headline metrics folded away."""
     chapters = report["chapters"]
     refs = any(_has_reference(ch.get("claims") or []) for ch in chapters)
-    lines = [f"Profile of this build: `{report['profile']}`.", "",
-             "| chapter | held | not held | undecided |" + (" reference run: held / measured |" if refs else ""),
-             "|---|---|---|---|" + ("---|" if refs else "")]
     total, total_ref = dict.fromkeys(VERDICTS, 0), dict.fromkeys(VERDICTS, 0)
+    rows = []
     for ch in chapters:
         n, r = chapter_counts(ch), chapter_counts(ch, reference=True)
         total = {k: total[k] + n[k] for k in total}
         total_ref = {k: total_ref[k] + r[k] for k in total_ref}
         status = " (notebook failed)" if ch.get("status") == "failed" else ""
         extra = f" {r['held']} / {sum(r.values()) - r['not measured']} |" if refs else ""
-        lines.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} |{extra}")
+        rows.append(f"| {_cell(ch.get('title'))}{status} | {n['held']} | {n['not held']} | {n['undecided']} |{extra}")
     n_claims = sum(total[k] for k in ("held", "not held", "undecided"))
-    extra = f" **{total_ref['held']}** / {sum(total_ref.values()) - total_ref['not measured']} |" if refs else ""
-    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} |{extra}",
-              "", "| chapter | claim | paper | this run | verdict |" + (" reference run |" if refs else ""),
-              "|---|---|---|---|---|" + ("---|" if refs else "")]
+    measured_ref = sum(total_ref.values()) - total_ref["not measured"]
+    lines = [f"**{total['held']} of {n_claims} claims held** in this build (profile `{report['profile']}`); "
+             f"{total['not held']} not held, {total['undecided']} undecided at this budget"
+             + (f"; on the reference runs, {total_ref['held']} held of the {measured_ref} measured there" if refs
+                else "") + ".", "",
+             "| chapter | held | not held | undecided |" + (" reference run: held / measured |" if refs else ""),
+             "|---|---|---|---|" + ("---|" if refs else "")] + rows
+    extra = f" **{total_ref['held']}** / {measured_ref} |" if refs else ""
+    lines += [f"| **all** | **{total['held']}** of {n_claims} | {total['not held']} | {total['undecided']} |{extra}", ""]
     for ch in chapters:
         claims = ch.get("claims") or [{"name": "(no claim recorded)", "paper": "", "ours": None, "held": None}]
         if ch.get("status") == "failed":
             claims = [{"name": "**notebook failed**", "paper": "", "ours": None, "held": None}]
-        lines += [f"| {_cell(ch.get('title'))} | {_cell(c['name'])} | {_cell(c['paper'])} | {_figure(c)} | {mark(c)} |"
-                  + (f" {_reference(c)} |" if refs else "") for c in claims]
-    lines += ["", "Where each chapter ran and how long it took:", ""]
-    for ch in chapters:
         secs = f"{ch.get('notebook_seconds', ch.get('wall_time_s', 0)):.0f} s"
-        lines.append(f"- **{_cell(ch.get('title'))}**: {ch.get('profile', '?')} · {ch.get('device', '?')} · {secs}")
-    lines += ["", "Headline metrics per chapter:", ""]
-    for ch in chapters:
+        lines += [f"## {_cell(ch.get('title'))}", "",
+                  f"Profile `{ch.get('profile', '?')}` · {ch.get('device', '?')} · {secs}", ""]
+        lines += _claim_rows(claims, _has_reference(claims)) + [""]
         metrics = ch.get("metrics") or {}
         if metrics:
-            lines.append(f"- **{_cell(ch.get('title'))}**: " +
-                         ", ".join(f"`{k}` = {_cell(v)}" for k, v in metrics.items()))
+            lines += ["```{admonition} Headline metrics", ":class: dropdown", ""]
+            lines += [f"- `{k}` = {_cell(v)}" for k, v in metrics.items()] + ["```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -251,9 +263,4 @@ def chapter_claims_markdown(ch: dict) -> str:
     claims = ch.get("claims") or []
     if not claims:
         return "*(no claim recorded)*"
-    refs = _has_reference(claims)
-    lines = ["| claim | this run | verdict |" + (" reference run |" if refs else ""),
-             "|---|---|---|" + ("---|" if refs else "")]
-    lines += [f"| {_cell(c['name'])} | {_figure(c)} | {mark(c)} |" + (f" {_reference(c)} |" if refs else "")
-              for c in claims]
-    return "\n".join(lines)
+    return "\n".join(_claim_rows(claims, _has_reference(claims), paper=False))

@@ -22,6 +22,11 @@ def check_dr_rule(fn) -> bool:
 def check_hr_answers(answers: dict) -> bool:
     """Chapter 0, exercise 2: the HR grades of three described eyes (answers stored hashed)."""
     want = {'a': 'd9b9fb85d6a52f42', 'b': 'd9a3ab15e7730fff', 'c': 'f7652537c79edd74'}
+    if not isinstance(answers, dict) or set(answers) != set(want):
+        raise ExerciseError("hr_answers is a dict with one grade per eye: {'a': ..., 'b': ..., 'c': ...}")
+    bad = [k for k, v in answers.items() if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 4]
+    if bad:
+        raise ExerciseError(f"each grade is a whole number from 0 to 4 (HR grades); look at {', '.join(sorted(bad))}")
     wrong = [k for k in want if _digest(f"ch00-hr:{k}:{answers.get(k)}") != want[k]]
     if wrong:
         raise ExerciseError(f"not yet right: {', '.join(wrong)}. Remember: the highest finding present decides, "

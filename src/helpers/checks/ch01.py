@@ -53,17 +53,38 @@ def check_learned_invariance(answer: str, safe_scores, destroyed_scores, toleran
 
 
 @exercise("switch the camera augmentations off")
-def check_colour_shortcut(no_camera_views, site_with: float, site_without: float) -> bool:
-    """Chapter 1, exercise 3: views without any camera change, and the site probe of both encoders."""
+def check_colour_shortcut(no_camera_views, site_with: float, site_without: float, encodes_more: str, colour,
+                          tolerance: float = 0.01) -> bool:
+    """Chapter 1, exercise 3: views without any camera change, the site probe of both encoders read from the run's
+    ``colour`` table (rows: tasks; columns ``"SimCLR (camera changes)"`` and ``"no camera change"``), and which of
+    them encodes the camera more: ``encodes_more`` is ``"with"`` (the encoder pretrained with camera changes),
+    ``"without"``, or ``"neither"`` when the two are within ``tolerance``."""
     changes = {k: getattr(no_camera_views, k, None) for k in ("gain", "gamma", "noise", "blur_p")}
+    if not any(hasattr(no_camera_views, k) for k in changes):
+        raise ExerciseError("no_camera_views is a views.FundusViews(...) with the camera changes set to 0")
     left = [k for k, v in changes.items() if v != 0]
     if left:
         raise ExerciseError(f"your views still change the camera: {', '.join(left)} should be 0")
     if not (_finite(site_with) and _finite(site_without)):
-        raise ExerciseError("give the two site-probe balanced accuracies")
-    word = "less" if site_with < site_without else "more"
-    return passed(f"views right; the encoder pretrained with camera changes encodes the site {word} "
-                  f"({site_with:.3f} vs {site_without:.3f} without them)")
+        raise ExerciseError("give the two site-probe balanced accuracies, as numbers")
+    want_with = float(colour.loc["site_id", "SimCLR (camera changes)"])
+    want_without = float(colour.loc["site_id", "no camera change"])
+    if abs(float(site_with) - want_without) < 1e-9 and abs(float(site_without) - want_with) < 1e-9 \
+            and want_with != want_without:
+        raise ExerciseError("you swapped the two: site_with is the encoder pretrained *with* camera changes")
+    if abs(float(site_with) - want_with) > 1e-9 or abs(float(site_without) - want_without) > 1e-9:
+        raise ExerciseError("read both numbers from the site_id row of the colour table: the columns are "
+                            "'SimCLR (camera changes)' and 'no camera change'")
+    if encodes_more not in ("with", "without", "neither"):
+        raise ExerciseError("encodes_more is 'with', 'without' or 'neither'")
+    gap = want_with - want_without
+    truth = "neither" if abs(gap) < tolerance else "with" if gap > 0 else "without"
+    if encodes_more != truth:
+        raise ExerciseError(f"compare the two site probes again: {want_with:.3f} with camera changes, "
+                            f"{want_without:.3f} without (closer than {tolerance} counts as neither)")
+    return passed(f"right: with camera changes {want_with:.3f}, without {want_without:.3f} — "
+                  + ("too close to tell apart at this budget" if truth == "neither" else
+                     f"the encoder pretrained {truth} camera changes encodes the site more"))
 
 
 @exercise("read the temperature sweep")

@@ -72,15 +72,30 @@ def check_collapse_prediction(no_centring: str, no_sharpening: str) -> bool:
 
 
 @exercise("read the attention maps")
-def check_attention_reading(structure: str, shares: dict) -> bool:
+def check_attention_reading(structure: str, reading: dict, shares, model: str = "DINO ViT",
+                            tolerance: float = 0.05) -> bool:
     """Chapter 2, exercise 4: which structure the trained ViT's CLS token attends to most, relative to its area.
 
-    ``shares``: structure → ratio of attention share to area share (``attention_share(...)["ratio"]``) for
-    ``"optic disc"`` and ``"lesions"``; ``structure``: the one with the larger ratio.
+    ``reading``: the student's ratios (attention share / area share) for ``"optic disc"`` and ``"lesions"``, read
+    from the run's ``shares`` table (columns ``model``, ``structure``, ``ratio``); ``structure``: the one with the
+    larger ratio, or ``"neither"`` when the two ratios are within ``tolerance`` of each other (relative).
     """
-    if set(shares) != {"optic disc", "lesions"} or not all(_finite(v) for v in shares.values()):
-        raise ExerciseError("shares maps 'optic disc' and 'lesions' to their attention/area ratios (numbers)")
-    want = max(shares, key=shares.get)
-    if structure != want:
-        raise ExerciseError(f"compare the two ratios: {', '.join(f'{k} {v:.2f}' for k, v in shares.items())}")
-    return passed(f"right: {want} — {shares[want]:.2f}× the attention its area would get by chance")
+    if not isinstance(reading, dict) or set(reading) != {"optic disc", "lesions"} \
+            or not all(_finite(v) for v in reading.values()):
+        raise ExerciseError("reading maps 'optic disc' and 'lesions' to their attention/area ratios (numbers)")
+    run = shares[shares.model == model].set_index("structure")["ratio"]
+    want = {k: float(run[k]) for k in reading}
+    off = [k for k in reading if abs(float(reading[k]) - want[k]) > 1e-6]
+    if off:
+        raise ExerciseError(f"take the ratios of the {model} from the shares table (column 'ratio'); "
+                            f"{', '.join(off)} differs")
+    if structure not in ("optic disc", "lesions", "neither"):
+        raise ExerciseError("most_attended is 'optic disc', 'lesions' or 'neither'")
+    hi, lo = max(want.values()), min(want.values())
+    truth = "neither" if hi - lo < tolerance * hi else max(want, key=want.get)
+    if structure != truth:
+        raise ExerciseError("compare the two ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in want.items())
+                            + f" (within {tolerance:.0%} of each other counts as neither)")
+    return passed(f"right: {truth}" + (f" — the two ratios are within {tolerance:.0%} of each other"
+                                        if truth == "neither" else
+                                        f" — {want[truth]:.2f}× the attention its area would get by chance"))
