@@ -194,3 +194,29 @@ def test_mixed_precision_is_bf16_from_ampere_fp16_before_and_none_on_a_cpu(monke
         assert runs.amp_mode("cuda") == mode
     learn = runs.mixed_precision(tiny_learner())
     assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs)  # a CPU trains in fp32
+
+
+def test_the_epoch_table_is_folded_under_one_line(capsys):
+    """Issue 27: a fit prints one summary line (losses, a sparkline) instead of a table row per epoch."""
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from helpers import progress
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(64, generator=g)
+    ds = TensorDataset(x, y[:, None])
+    dls = DataLoaders(DataLoader(ds, batch_size=16), DataLoader(ds, batch_size=32))
+    learn = Learner(dls, torch.nn.Linear(3, 1), loss_func=torch.nn.MSELoss())
+    learn.fit(4, 0.1)
+    out = capsys.readouterr().out
+    line = [ln for ln in out.splitlines() if "epochs" in ln]
+    assert len(line) == 1 and "4 epochs" in line[0] and "train loss" in line[0] and "valid loss" in line[0]
+    assert "epoch     train_loss" not in out  # no table header, no per-epoch rows
+    html = progress.table_html(["epoch", "train_loss", "valid_loss", "time"],
+                               [["0", "2.0", "1.5", "00:01"], ["1", "1.0", "0.5", "00:01"]])
+    assert html.startswith("<details><summary>2 epochs · train loss 2 → 1 · valid loss 1.5 → 0.5")
+    assert html.count("<tr>") == 3
+    assert progress.sparkline([3, 2, 1]) == "█▅▁" and progress.sparkline([]) == ""
+    assert len(progress.sparkline(range(100), width=10)) == 10

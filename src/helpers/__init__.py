@@ -7,7 +7,7 @@ Floors, lowest first (a module imports only from floors below it; tests/test_hou
   synthretina, datasets                  — the embedded world; the registered real datasets
   data                                   — load(source) and fastai DataLoaders
   models, weights                        — encoders and heads; official pretrained weights
-  runs                                   — run keys, load-or-train with checkpoints, EMA teacher
+  progress, runs                         — fastai's epoch table folded; run keys, load-or-train, EMA teacher
   methods/ (simclr, ...)                 — one module per self-supervised method
   evaluation, transfer                   — the shared protocol; fine-tuning recipes
   figures, checks                        — plots; exercise checks

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 
-from . import distributed
+from . import distributed, progress  # noqa: F401  (progress: fastai's epoch table folded under one line)
 from .env import atomic_write, cache_dir, lock
 
 
