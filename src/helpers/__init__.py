@@ -11,7 +11,7 @@ Floors, lowest first (a module imports only from floors below it; tests/test_hou
   methods/ (simclr, ...)                 — one module per self-supervised method
   evaluation, transfer                   — the shared protocol; fine-tuning recipes
   figures, checks                        — plots; exercise checks
-  report, book, student_copies           — run report and book plumbing
+  report, timings, book, student_copies  — run report, measured times, book plumbing
 Each public function's docstring names the chapter or page that explains it.
 """
 import warnings as _warnings

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import profiles
+from . import profiles, timings
 from .report import METADATA_KEY, chapter_claims_markdown, report_markdown
 from .student_copies import write_student_copies
 
@@ -40,6 +40,7 @@ STUDENT = NOTEBOOKS / "student"  # committed student copies (the Colab badges op
 BOOK = REPO / "book"
 BUILD = BOOK / "_build"
 REPORT_MARKER = "<!-- RUN-REPORT -->"
+TIMES_MARKER = "<!-- MEASURED-TIMES -->"  # how-to-run.md: the recorded chapter times (helpers.timings)
 
 
 class NotebookError(RuntimeError):
@@ -257,6 +258,9 @@ def write_report(report: dict, stage: Path) -> Path:
         raise NotebookError(f"{page} lacks the marker {REPORT_MARKER}")
     page.write_text(text.replace(REPORT_MARKER, report_markdown(report)))
     fill_chapter_markers(stage / "instructors.md", report)
+    how = stage / "how-to-run.md"
+    if how.exists():
+        how.write_text(how.read_text().replace(TIMES_MARKER, timings.markdown()))
     return stage / "report.json"
 
 

@@ -13,6 +13,8 @@ included, as on the GPU) — a lower bound, since memory the allocator already h
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -109,6 +111,13 @@ def machine(device=None) -> dict:
         pass
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "accelerator": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
+
+
+def describe_machine(device=None) -> str:
+    """:func:`machine` in words, plus the core count: what a reference run or a measured time names."""
+    m = machine(device)
+    return (f"{m['accelerator']} ({m['cpu']}, {m['threads']} threads), {os.cpu_count()} CPU cores, "
+            f"Python {sys.version.split()[0]}, torch {m['torch']}")
 
 
 def probe_seconds(dim: int, table, task: str, seed: int = 0, max_iter: int = 1000) -> float:

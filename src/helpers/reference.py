@@ -15,8 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -90,9 +88,7 @@ def ship(method: str, model, hist: dict, knobs: dict, seed: int, command: str, d
 
 def _machine() -> str:
     """The machine a run trained on, in words (chapter 3's :func:`helpers.efficiency.machine`, plus cores)."""
-    m = efficiency.machine(env.get_device())
-    return (f"{m['accelerator']} ({m['cpu']}, {m['threads']} threads), {os.cpu_count()} CPU cores, "
-            f"Python {sys.version.split()[0]}, torch {m['torch']}")
+    return efficiency.describe_machine(env.get_device())
 
 
 def _save_encoder(encoder, arch, path: Path) -> Path:

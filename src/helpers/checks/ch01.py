@@ -1,7 +1,7 @@
 """Checks for chapter 1's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
-from .core import ExerciseError, _finite, exercise, passed
+from .core import ExerciseError, _call, _finite, _scalar, exercise, passed
 
 
 @exercise("write nt_xent")
@@ -12,8 +12,11 @@ def check_nt_xent(fn) -> bool:
     for batch, dim, temp in [(4, 8, 0.1), (16, 32, 0.5), (7, 3, 1.0)]:
         g = torch.Generator().manual_seed(batch)
         z1, z2 = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
-        got, want = float(fn(z1, z2, temp)), float(nt_xent_loss(z1, z2, temp))
-        if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+        out = _call(fn, z1, z2, temp, called=f"fn(z1, z2, temperature) with z1, z2 two ({batch}, {dim}) tensors "
+                    "(the two views' embeddings) and temperature a float")
+        got = _scalar(out, "return the loss of the batch, one number (a 0-d tensor), averaged over all 2N views")
+        want = float(nt_xent_loss(z1, z2, temp))
+        if not abs(got - want) <= 1e-4 * max(1.0, abs(want)):  # `not <=`: a NaN is wrong too
             hint = ("Normalise the embeddings, divide the similarities by the temperature, exclude each "
                     "view's similarity with itself, and average the cross-entropy over all 2N views.")
             raise ExerciseError(f"with batch {batch} and temperature {temp}: got {got:.5f}, "
@@ -23,9 +26,13 @@ def check_nt_xent(fn) -> bool:
 
 def _mean_score(scores) -> float:
     import numpy as np
-    vals = list(scores.values()) if isinstance(scores, dict) else list(scores)
+    if isinstance(scores, (str, bytes)) or not hasattr(scores, "__iter__"):
+        vals = []
+    else:
+        vals = list(scores.values()) if isinstance(scores, dict) else list(scores)
     if not vals or not all(_finite(v) for v in vals):
-        raise ExerciseError("give one finite balanced accuracy per diagnosis")
+        raise ExerciseError("give one finite balanced accuracy per diagnosis: a dict {diagnosis: score} "
+                            f"(as diagnosis_scores returns), got a {type(scores).__name__}")
     return float(np.mean(vals))
 
 
@@ -67,8 +74,7 @@ def check_colour_shortcut(no_camera_views, site_with: float, site_without: float
         raise ExerciseError(f"your views still change the camera: {', '.join(left)} should be 0")
     if not (_finite(site_with) and _finite(site_without)):
         raise ExerciseError("give the two site-probe balanced accuracies, as numbers")
-    want_with = float(colour.loc["site_id", "SimCLR (camera changes)"])
-    want_without = float(colour.loc["site_id", "no camera change"])
+    want_with, want_without = _site_probes(colour)
     if abs(float(site_with) - want_without) < 1e-9 and abs(float(site_without) - want_with) < 1e-9 \
             and want_with != want_without:
         raise ExerciseError("you swapped the two: site_with is the encoder pretrained *with* camera changes")
@@ -87,6 +93,30 @@ def check_colour_shortcut(no_camera_views, site_with: float, site_without: float
                      f"the encoder pretrained {truth} camera changes encodes the site more"))
 
 
+def _site_probes(colour):
+    """The site probe of the encoders pretrained with and without camera changes, from the run's ``colour`` table."""
+    try:
+        return (float(colour.loc["site_id", "SimCLR (camera changes)"]),
+                float(colour.loc["site_id", "no camera change"]))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ExerciseError("colour is the run's table (a DataFrame): one row per task, among them 'site_id', "
+                            "and the columns 'SimCLR (camera changes)' and 'no camera change'") from None
+
+
+def _sweep(temperatures, scores):
+    """The swept temperatures and their probe scores as two float arrays sorted by temperature."""
+    import numpy as np
+    try:
+        temps, scores = np.asarray(temperatures, float), np.asarray(scores, float)
+    except (TypeError, ValueError):
+        temps = scores = np.zeros(0)
+    if temps.ndim != 1 or temps.shape != scores.shape or not len(temps):
+        raise ExerciseError("temperatures and scores are two lists of the same length: the τ you swept and the "
+                            "probe score of each, as list(sweep) and list(sweep.values())")
+    order = np.argsort(temps)
+    return temps[order], scores[order]
+
+
 @exercise("read the temperature sweep")
 def check_temperature_answer(best: float, reading: str, temperatures, scores) -> bool:
     """Chapter 1, exercise 4: the best temperature of *your* sweep, and where it lies (checked against the run).
@@ -94,15 +124,15 @@ def check_temperature_answer(best: float, reading: str, temperatures, scores) ->
     ``reading``: "lowest", "intermediate" or "highest" — where the best τ lies in the swept range.
     """
     import numpy as np
-    temps = np.asarray(temperatures, float)
-    order = np.argsort(temps)
-    temps, scores = temps[order], np.asarray(scores, float)[order]
+    temps, scores = _sweep(temperatures, scores)
     i = int(np.argmax(scores))
     want = float(temps[i])
     where = "lowest" if i == 0 else "highest" if i == len(temps) - 1 else "intermediate"
     if reading not in ("lowest", "intermediate", "highest"):
         raise ExerciseError("reading is 'lowest', 'intermediate' or 'highest'")
-    if not _finite(best) or abs(float(best) - want) > 1e-9:
+    if not _finite(best):
+        raise ExerciseError(f"best is one temperature of your sweep, a number such as {temps[0]}; got {best!r}")
+    if abs(float(best) - want) > 1e-9:
         raise ExerciseError(f"your sweep scored {dict(zip(temps.tolist(), np.round(scores, 3).tolist()))}: "
                             "which τ has the highest probe?")
     if reading != where:

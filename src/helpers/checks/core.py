@@ -43,7 +43,48 @@ def _digest(text: str) -> str:
 
 
 def _finite(x) -> bool:
+    """Whether ``x`` is one finite number (a string or a bool is not, even if ``float()`` would take it)."""
+    if isinstance(x, (str, bytes, bool)):
+        return False
     try:
         return math.isfinite(float(x))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         return False
+
+
+def _describe(value) -> str:
+    """What a student's value is, for a message: its type, and its shape when it has one."""
+    shape = getattr(value, "shape", None)
+    return type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+
+
+def _call(fn, *args, called: str, who: str = "your function"):
+    """``fn(*args)``, where an error raised inside ``fn`` becomes an :class:`ExerciseError` saying how the check
+    calls it (``called``). A stub's ``NotImplementedError`` passes through, so it is still reported as pending."""
+    if not callable(fn):
+        raise ExerciseError(f"pass the function itself (its name, without calling it), not a {_describe(fn)}")
+    try:
+        return fn(*args)
+    except (NotImplementedError, ExerciseError):
+        raise
+    except Exception as e:
+        raise ExerciseError(f"{who} raised {type(e).__name__}: {e}. It is called as {called}") from e
+
+
+def _scalar(value, expected: str) -> float:
+    """A returned result as one float, or an :class:`ExerciseError` with ``expected`` and what came back."""
+    if isinstance(value, (str, bytes)):
+        raise ExerciseError(f"{expected}; got the text {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ExerciseError(f"{expected}; got a {_describe(value)}") from None
+
+
+def _tensor(value, shape, expected: str):
+    """A returned tensor (as float32, to compare with the library's), or an :class:`ExerciseError` with
+    ``expected`` when it is not a tensor or, with ``shape`` given, not of that shape."""
+    import torch
+    if not torch.is_tensor(value) or (shape is not None and tuple(value.shape) != tuple(shape)):
+        raise ExerciseError(f"{expected}; got a {_describe(value)}")
+    return value.detach().float()
