@@ -1,7 +1,7 @@
 """Checks for chapter 2's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
-from .core import ExerciseError, _finite, exercise, passed
+from .core import ExerciseError, _call, _finite, _scalar, _tensor, exercise, passed
 
 
 def _dino_inputs(batch: int, k: int, n_global: int, n_local: int, seed: int):
@@ -20,8 +20,12 @@ def check_dino_loss(fn) -> bool:
     cases = [(4, 16, 2, 0, 0.1, 0.04), (8, 32, 2, 4, 0.1, 0.07), (5, 10, 2, 6, 0.2, 0.1)]
     for batch, k, ng, nl, ts, tt in cases:
         s, t, c = _dino_inputs(batch, k, ng, nl, batch + nl)
-        got, want = float(fn(s, t, c, ts, tt)), float(dino_loss(s, t, c, ts, tt))
-        if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+        out = _call(fn, s, t, c, ts, tt, called=f"fn(student_out, teacher_out, center, t_student, t_teacher) with "
+                    f"student_out a list of {ng + nl} ({batch}, {k}) tensors (the global views first), teacher_out "
+                    f"a list of {ng}, center a (1, {k}) tensor and two float temperatures")
+        got = _scalar(out, "return the loss, one number (a 0-d tensor) averaged over the pairs of views")
+        want = float(dino_loss(s, t, c, ts, tt))
+        if not abs(got - want) <= 1e-4 * max(1.0, abs(want)):  # `not <=`: a NaN is wrong too
             hints = []
             if abs(got - float(dino_loss(s, t, c * 0, ts, tt))) < 1e-4 * max(1.0, abs(want)):
                 hints.append("the teacher's outputs are centred (subtract the centre) before the softmax")
@@ -39,9 +43,10 @@ def check_center_update(fn) -> bool:
     from ..methods.dino import update_center
     for batch, k, m in [(4, 8, 0.9), (16, 32, 0.5), (3, 5, 0.99)]:
         _, t, c = _dino_inputs(batch, k, 2, 0, k)
-        got, want = fn(c.clone(), [x.clone() for x in t], m), update_center(c, t, m)
-        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-            raise ExerciseError(f"return the new centre, a tensor of shape {tuple(want.shape)}")
+        want = update_center(c, t, m)
+        got = _call(fn, c.clone(), [x.clone() for x in t], m, called=f"fn(center, teacher_out, momentum) with center "
+                    f"a (1, {k}) tensor, teacher_out a list of 2 ({batch}, {k}) tensors and momentum a float")
+        got = _tensor(got, want.shape, f"return the new centre, a tensor of shape {tuple(want.shape)}")
         if not torch.allclose(got, want, atol=1e-6):
             if torch.allclose(got, c * (1 - m) + torch.cat(t).mean(0, keepdim=True) * m, atol=1e-6):
                 raise ExerciseError("the momentum weighs the old centre: m · centre + (1 − m) · batch mean")
@@ -71,6 +76,16 @@ def check_collapse_prediction(no_centring: str, no_sharpening: str) -> bool:
                   "DINO balances the two. The ablations below measure it.")
 
 
+def _ratios(shares, model: str) -> dict:
+    """The run's attention/area ratio of the optic disc and the lesions for ``model``, from the ``shares`` table."""
+    try:
+        run = shares[shares.model == model].set_index("structure")["ratio"]
+        return {k: float(run[k]) for k in ("optic disc", "lesions")}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ExerciseError(f"shares is the run's table (a DataFrame) with the columns model, structure and ratio, "
+                            f"and one row per structure ('optic disc', 'lesions') for {model!r}") from None
+
+
 @exercise("read the attention maps")
 def check_attention_reading(structure: str, reading: dict, shares, model: str = "DINO ViT",
                             tolerance: float = 0.05) -> bool:
@@ -83,8 +98,7 @@ def check_attention_reading(structure: str, reading: dict, shares, model: str = 
     if not isinstance(reading, dict) or set(reading) != {"optic disc", "lesions"} \
             or not all(_finite(v) for v in reading.values()):
         raise ExerciseError("reading maps 'optic disc' and 'lesions' to their attention/area ratios (numbers)")
-    run = shares[shares.model == model].set_index("structure")["ratio"]
-    want = {k: float(run[k]) for k in reading}
+    want = _ratios(shares, model)
     off = [k for k in reading if abs(float(reading[k]) - want[k]) > 1e-6]
     if off:
         raise ExerciseError(f"take the ratios of the {model} from the shares table (column 'ratio'); "

@@ -1,7 +1,7 @@
 """Checks for chapter 4's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
-from .core import ExerciseError, _digest, exercise, passed
+from .core import ExerciseError, _call, _digest, _scalar, _tensor, exercise, passed
 
 
 @exercise("write q_sample")
@@ -14,11 +14,12 @@ def check_q_sample(fn) -> bool:
     g = torch.Generator().manual_seed(4)
     x0, noise = torch.randn(5, 4, 6, 6, generator=g), torch.randn(5, 4, 6, 6, generator=g)
     for t in (torch.tensor([0, 10, 300, 700, 999]), 500):
-        got = fn(x0.clone(), noise.clone(), t, abar)
+        got = _call(fn, x0.clone(), noise.clone(), t, abar, called="fn(x0, noise, t, abar) with x0 and noise two "
+                    f"{tuple(x0.shape)} tensors, abar the ({len(abar)},) schedule, and t " +
+                    ("a tensor of one timestep per sample" if torch.is_tensor(t) else f"the plain int {t}"))
         want = add_noise(x0, noise, t, abar)
-        if not torch.is_tensor(got) or tuple(got.shape) != tuple(x0.shape):
-            raise ExerciseError(f"return a tensor shaped like x0 {tuple(x0.shape)}; with one t per sample, "
-                                "index abar[t] and reshape it to (B, 1, 1, 1) so it broadcasts")
+        got = _tensor(got, x0.shape, f"return a tensor shaped like x0 {tuple(x0.shape)}; with one t per sample, "
+                      "index abar[t] and reshape it to (B, 1, 1, 1) so it broadcasts")
         if not torch.allclose(got, want, atol=1e-5):
             b = torch.as_tensor(t).long()
             beta = betas(1000, "cosine")[b].view(-1, *([1] * 3)) if b.ndim else betas(1000, "cosine")[b]
@@ -44,14 +45,17 @@ def check_latent_scale(fn) -> bool:
     from ..methods.diffusion import latent_scale
     for shape, mu, sd in [((64, 4, 8, 8), 0.3, 2.5), ((10, 4, 16, 16), -1.0, 0.4)]:
         z = mu + sd * torch.randn(*shape, generator=torch.Generator().manual_seed(shape[0]))
-        got, want = float(fn(z)), latent_scale(z)
-        if abs(got - want) > 1e-4 * want:
+        out = _call(fn, z, called=f"fn(latents) with latents a {tuple(shape)} tensor")
+        got = _scalar(out, "return one number for the whole latent space (a float), not one per channel or value")
+        want = latent_scale(z)
+        if not abs(got - want) <= 1e-4 * want:  # `not <=`: a NaN is wrong too
             if abs(got - 1 / want) < 1e-4 / want:
                 raise ExerciseError("that is the standard deviation; the scale *divides* by it, so that "
                                     "latents × scale have unit variance")
             if abs(got - float(1 / z.var())) < 1e-4 * float(1 / z.var()):
                 raise ExerciseError("1 / variance over-corrects: multiply by 1 / standard deviation")
-            raise ExerciseError("one number for the whole latent space: 1 / z.std() over every value")
+            raise ExerciseError(f"one number for the whole latent space: 1 / z.std() over every value (got {got:.4g}, "
+                                f"expected {want:.4g})")
         if abs(float((z * got).std()) - 1) > 1e-3:
             raise ExerciseError("latents × your scale should have a standard deviation of 1")
     return passed("right: latents × scale have unit variance, the noise level the schedule assumes (Stable "
@@ -69,7 +73,9 @@ def check_guidance(fn, guidance_zero_gives: str) -> bool:
     g = torch.Generator().manual_seed(5)
     c, u = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
     for s in (0.0, 1.0, 2.5):
-        got = fn(c, u, s)
+        got = _call(fn, c, u, s, called=f"fn(eps_cond, eps_uncond, scale) with two {tuple(c.shape)} tensors and "
+                    f"the float scale {s}")
+        got = _tensor(got, c.shape, f"return the guided noise, a tensor shaped like eps_cond {tuple(c.shape)}")
         if not torch.allclose(got, u + s * (c - u), atol=1e-6):
             if torch.allclose(got, c + s * (c - u), atol=1e-6):
                 raise ExerciseError("start from the unconditional prediction: ε_u + s · (ε_c − ε_u), so s = 1 "

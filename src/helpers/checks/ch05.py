@@ -1,7 +1,7 @@
 """Checks for chapter 5's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
-from .core import ExerciseError, _finite, exercise, passed
+from .core import ExerciseError, _call, _describe, _finite, _scalar, _tensor, exercise, passed
 
 
 @exercise("write FLAIR's loss")
@@ -15,9 +15,12 @@ def check_flair_loss(fn) -> bool:
         g = torch.Generator().manual_seed(n)
         logits = torch.randn(n, n, generator=g) * 3
         target = soft_targets(torch.tensor(cats))
-        got, want = fn(logits.clone(), target.clone()), flair_loss(logits, target)
+        got = _call(fn, logits.clone(), target.clone(), called=f"fn(logits_per_text, target) with two ({n}, {n}) "
+                    "tensors: the text-image logits and the soft target (each row sums to 1)")
+        want = flair_loss(logits, target)
         if not torch.is_tensor(got) or got.numel() != 1:
-            raise ExerciseError("return one number (a 0-d tensor): the loss of the batch")
+            raise ExerciseError(f"return one number (a 0-d tensor): the loss of the batch; got {_describe(got)}")
+        got = got.detach().float().reshape(())
         if torch.allclose(got, want, atol=1e-5):
             continue
         if torch.allclose(got, F.cross_entropy(logits, target), atol=1e-5) or \
@@ -42,10 +45,10 @@ def check_prototype(fn) -> bool:
     g = torch.Generator().manual_seed(5)
     for n in (1, 3, 4):
         e = torch.nn.functional.normalize(torch.randn(n, 8, generator=g), dim=1)
-        got = fn(e.clone())
+        got = _call(fn, e.clone(), called=f"fn(embeddings) with embeddings a ({n}, 8) tensor: one row per description")
         want = e.mean(0)
-        if not torch.is_tensor(got) or tuple(got.shape) != (8,):
-            raise ExerciseError("return one vector of the embedding's size (average over the descriptions, dim 0)")
+        got = _tensor(got, (8,), "return one vector of the embedding's size, (8,) here (average over the "
+                      "descriptions, dim 0)")
         if torch.allclose(got, want, atol=1e-6):
             continue
         if torch.allclose(got, want / want.norm(), atol=1e-6):
@@ -64,8 +67,9 @@ def check_knowledge_prompts(descriptions, score, baseline: float, reference: flo
     accuracy ``score(descriptions)`` at least ``margin`` above the class-name prompt's ``baseline``. When the
     book's own descriptions (``reference``) do not either — a model trained for seconds, as in ``smoke`` — the
     answer cannot be judged, and the check says so and returns False."""
-    if isinstance(descriptions, str) or not all(isinstance(d, str) and d.strip() for d in descriptions):
-        raise ExerciseError("give a list of phrases, e.g. ['...', '...']")
+    descriptions = [] if isinstance(descriptions, str) or not hasattr(descriptions, "__iter__") else list(descriptions)
+    if not descriptions or not all(isinstance(d, str) and d.strip() for d in descriptions):
+        raise ExerciseError("give a list of phrases (at least one non-empty string), e.g. ['...', '...']")
     if all("macular degeneration" in d.lower() for d in descriptions):
         raise ExerciseError("describe what a grader sees, not the diagnosis' name: the name never appeared in the "
                             "training reports, so the model cannot know it")
@@ -73,7 +77,8 @@ def check_knowledge_prompts(descriptions, score, baseline: float, reference: flo
         print(f"⚠️ this model cannot tell descriptions from names yet (the book's own descriptions: {reference:.3f}, "
               f"the class name: {baseline:.3f}); run the chapter in the cpu profile to check your answer")
         return False
-    s = float(score(list(descriptions)))
+    s = _call(score, list(descriptions), called="score(descriptions) with your list of phrases", who="score")
+    s = _scalar(s, "score(descriptions) returns one balanced accuracy")
     if not _finite(s):
         raise ExerciseError("the score was not a number")
     if s < baseline + margin:

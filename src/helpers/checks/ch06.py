@@ -1,7 +1,7 @@
 """Checks for chapter 6's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
-from .core import ExerciseError, exercise, passed
+from .core import ExerciseError, _call, _describe, _finite, _scalar, exercise, passed
 
 
 @exercise("fold the standardisation into the head")
@@ -13,10 +13,16 @@ def check_fold(fn) -> bool:
     for k, d in ((1, 5), (4, 7)):
         mean, scale = rng.normal(size=d), rng.uniform(0.3, 3, d)
         coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
-        out = fn(mean.copy(), scale.copy(), coef.copy(), intercept.copy())
+        out = _call(fn, mean.copy(), scale.copy(), coef.copy(), intercept.copy(),
+                    called=f"fn(mean, scale, coef, intercept) with mean and scale two ({d},) arrays, coef a ({k}, {d}) "
+                    f"array and intercept a ({k},) one")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise ExerciseError("return two arrays: (weight, bias)")
-        w, b = (np.asarray(v, float) for v in out)
+            raise ExerciseError(f"return two arrays: (weight, bias); got {_describe(out)}"
+                                + (f" of {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        try:
+            w, b = (np.asarray(v, float) for v in out)
+        except (TypeError, ValueError, RuntimeError):
+            raise ExerciseError(f"return two arrays of numbers: (weight, bias), shaped ({k}, {d}) and ({k},)") from None
         x = rng.normal(size=(20, d)) * 2 + 1
         want = ((x - mean) / scale) @ coef.T + intercept
         if w.shape != coef.shape or b.shape != intercept.shape:
@@ -44,8 +50,17 @@ def check_distortion_prediction(answer: str, measured: dict) -> bool:
     if answer == "lpft":
         raise ExerciseError("LP-FT starts from a head that already fits: its first gradients are small. Which "
                             "strategy starts from a random head?")
+    shown = _describe(measured)
+    try:
+        measured = dict(measured)
+    except (TypeError, ValueError):
+        measured = None
+    if measured is None or not all(_finite(v) for v in measured.values()):
+        raise ExerciseError("measured is the run's mean distortion per strategy, a dict {'lp': ..., 'ft': ..., "
+                            f"'lpft': ...}} of numbers; got {shown}")
     top = max(measured, key=measured.get) if measured else None
-    agree = "and this run agrees" if top == "ft" else f"but in this run {top!r} moved them most — look at the plot"
+    agree = ("and this run agrees" if top == "ft" else "but this run measured nothing" if top is None else
+             f"but in this run {top!r} moved them most — look at the plot")
     return passed(f"right by the argument (a random head sends large, arbitrary gradients into the encoder), {agree}: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in measured.items()))
 
@@ -59,7 +74,8 @@ def check_specificity(fn) -> bool:
         y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)
         y[0], y[1] = 0, 1
         want = float((p[y == 0] == 0).mean())
-        got = float(fn(y.copy(), p.copy()))
+        out = _call(fn, y.copy(), p.copy(), called=f"fn(y_true, y_pred) with two ({n},) numpy arrays of 0/1 labels")
+        got = _scalar(out, "return one number: the share of the healthy eyes (label 0) predicted 0")
         if abs(got - want) < 1e-12:
             continue
         if abs(got - float((p[y == 1] == 1).mean())) < 1e-12:

@@ -53,16 +53,21 @@ def _finite(x) -> bool:
 
 
 def _describe(value) -> str:
-    """What a student's value is, for a message: its type, and its shape when it has one."""
-    shape = getattr(value, "shape", None)
-    return type(value).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+    """What a student's value is, for a message: "a list", "an ndarray of shape (4,)"."""
+    name, shape = type(value).__name__, getattr(value, "shape", None)
+    shown = ("an " if name[0] in "aeiouAEIOU" else "a ") + name
+    try:
+        return shown + (f" of shape {tuple(shape)}" if shape is not None else "")
+    except TypeError:  # a `shape` that is not a size (numpy's np.shape function, say)
+        return shown
 
 
 def _call(fn, *args, called: str, who: str = "your function"):
     """``fn(*args)``, where an error raised inside ``fn`` becomes an :class:`ExerciseError` saying how the check
     calls it (``called``). A stub's ``NotImplementedError`` passes through, so it is still reported as pending."""
     if not callable(fn):
-        raise ExerciseError(f"pass the function itself (its name, without calling it), not a {_describe(fn)}")
+        raise ExerciseError("pass the function itself (its name, without calling it), not what it returns; "
+                            f"got {_describe(fn)}")
     try:
         return fn(*args)
     except (NotImplementedError, ExerciseError):
@@ -78,7 +83,7 @@ def _scalar(value, expected: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError, RuntimeError):
-        raise ExerciseError(f"{expected}; got a {_describe(value)}") from None
+        raise ExerciseError(f"{expected}; got {_describe(value)}") from None
 
 
 def _tensor(value, shape, expected: str):
@@ -86,5 +91,5 @@ def _tensor(value, shape, expected: str):
     ``expected`` when it is not a tensor or, with ``shape`` given, not of that shape."""
     import torch
     if not torch.is_tensor(value) or (shape is not None and tuple(value.shape) != tuple(shape)):
-        raise ExerciseError(f"{expected}; got a {_describe(value)}")
+        raise ExerciseError(f"{expected}; got {_describe(value)}")
     return value.detach().float()
