@@ -321,42 +321,59 @@ def test_the_launch_link_rewrite():
     assert student_url("https://x.org/blob/main/book/intro.md") == "https://x.org/blob/main/book/intro.md"
 
 
-PROBE = """<script>
-window.addEventListener("load", () => setTimeout(() => {
-  const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+PROBE = """<!doctype html><html><body style="margin:0">
+<iframe id="page" src="PAGE" style="width:WIDTHpx;height:900px;border:0"></iframe>
+<script>
+const frame = document.getElementById("page");
+frame.addEventListener("load", () => setTimeout(() => {
+  const w = frame.contentWindow, d = frame.contentDocument;
+  const ready = (w.MathJax && w.MathJax.startup && w.MathJax.startup.promise) || Promise.resolve();
   ready.then(() => {
-    const col = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
-    const out = {viewport: window.innerWidth, column: col.getBoundingClientRect().width, raw: [],
-                 maths: document.querySelectorAll("mjx-container").length};
-    out.figures = [...document.querySelectorAll(".cell_output img")].map(im => ({
+    const col = d.querySelector("article.bd-article") || d.querySelector("main") || d.body;
+    const out = {viewport: w.innerWidth, column: col.getBoundingClientRect().width, raw: [],
+                 maths: d.querySelectorAll("mjx-container").length};
+    out.figures = [...d.querySelectorAll(".cell_output img")].map(im => ({
       shown: im.getBoundingClientRect().width, natural: im.naturalWidth,
       box: (im.closest(".output") || im.parentElement).getBoundingClientRect().width}));
-    const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const walk = d.createTreeWalker(d.body, w.NodeFilter.SHOW_TEXT);
     while (walk.nextNode()) {
       const n = walk.currentNode;
       if (n.parentElement.closest("script, style, pre, code, mjx-container, .highlight")) continue;
       if (/\\$\\$|\\\\\\(|\\\\\\[/.test(n.nodeValue)) out.raw.push(n.nodeValue.trim().slice(0, 80));
     }
-    out.headers = [...document.querySelectorAll("th")].map(th => {
+    out.headers = [...d.querySelectorAll("th")].map(th => {
       const r = th.getBoundingClientRect(); return {text: th.textContent.trim(), left: r.left, right: r.right}; });
     const pre = document.createElement("pre"); pre.id = "layout-probe"; pre.textContent = JSON.stringify(out);
     document.body.appendChild(pre);
   });
 }, 500));
-</script>"""
+</script></body></html>"""
 
 
-def layout(exe, page, width):
-    """What Chromium lays out on ``page`` at a window ``width`` px wide: figures' shown and natural widths, text
-    still holding raw TeX, typeset maths, table headers' positions (see PROBE)."""
+def layout(exe, page, width, root):
+    """What Chromium lays out on ``page`` (a file under the site folder ``root``) in a frame ``width`` CSS px wide
+    (a phone is narrower than headless Chromium's smallest window): figures' shown and natural widths, text
+    still holding raw TeX, typeset maths, table headers' positions. The site is served on 127.0.0.1, so the
+    probe page can read the frame (see PROBE)."""
+    import functools
     import html as html_lib
-    probe = page.with_name(f"_probe_{page.name}")
-    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    probe = root / "_layout_probe.html"
+    probe.write_text(PROBE.replace("PAGE", "/" + page.relative_to(root).as_posix()).replace("WIDTH", str(width)))
     try:
-        proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                               f"--window-size={width},900", "--virtual-time-budget=15000", "--dump-dom",
-                               probe.as_uri()], capture_output=True, text=True, timeout=180)
+        proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width + 40},1000",
+                               "--virtual-time-budget=20000", "--dump-dom",
+                               f"http://127.0.0.1:{server.server_address[1]}/_layout_probe.html"],
+                              capture_output=True, text=True, timeout=180)
     finally:
+        server.shutdown()
         probe.unlink()
     m = re.search(r'<pre id="layout-probe">(.*?)</pre>', proc.stdout, flags=re.S)
     assert m, f"{page.name}: the layout probe did not run (exit {proc.returncode}): {proc.stderr[-500:]}"
@@ -371,7 +388,7 @@ def test_chapters_render_maths_and_readable_figures_in_a_real_browser(site):
     if exe is None:
         pytest.skip("no Chromium on this machine (`apt-get install chromium`; .ci/run installs it)")
     for page in sorted((site / "notebooks").glob("0*.html")):
-        got = layout(exe, page, 1366)
+        got = layout(exe, page, 1366, site)
         assert not got["raw"], f"{page.name}: raw TeX in the rendered text: {got['raw'][:3]}"
         source = next((p for p in NOTEBOOKS if p.stem == page.stem), None)
         if source is not None and "$$" in source.read_text():
@@ -388,7 +405,7 @@ def test_reproduction_page_shows_the_verdicts_on_a_phone(site):
     exe = chromium()
     if exe is None:
         pytest.skip("no Chromium on this machine (`apt-get install chromium`; .ci/run installs it)")
-    got = layout(exe, site / "reproduction.html", 390)
+    got = layout(exe, site / "reproduction.html", 390, site)
     wanted = [h for h in got["headers"] if h["text"] in ("held", "verdict")]
     assert any(h["text"] == "held" for h in wanted) and any(h["text"] == "verdict" for h in wanted), got["headers"]
     for h in wanted:
