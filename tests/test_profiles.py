@@ -70,3 +70,17 @@ def test_smoke_is_smaller_than_cpu():
     assert s.data.n_train < c.data.n_train
     assert s.world == c.world == "embedded"
     assert profiles.load("gpu").world == "real"
+
+
+def test_a_missing_knob_names_the_profile_the_group_and_the_knobs_there_are():
+    """Issue 28: a typo in a knob read, as a key or as an attribute, says where it looked and what exists."""
+    import pytest as _pytest
+    from helpers import profiles as _profiles
+    K = _profiles.load("cpu").simclr
+    for read in (lambda: K["epochz"], lambda: K.epochz):
+        with _pytest.raises(_profiles.MissingKnob) as err:
+            read()
+        assert "no knob 'epochz' in profile 'cpu' › simclr" in str(err.value) and "epochs" in str(err.value)
+    with _pytest.raises(KeyError):  # still a KeyError and an AttributeError, as before
+        K["epochz"]
+    assert not hasattr(K, "epochz") and K.get("epochz", 3) == 3 and K["epochs"] == K.epochs

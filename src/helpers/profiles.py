@@ -27,20 +27,36 @@ ENV_VAR = "RETINA_PROFILE"
 ARCH_ENV = "RETINA_ARCHITECTURES"  # the loaded profile's `architectures`, as JSON (child processes inherit it)
 
 
-class Knobs(dict):
-    """A dict whose keys read as attributes (``P.data.n_train``).
+class MissingKnob(KeyError, AttributeError):
+    """A knob the profile does not have; the message names the profile, the group and the knobs there are."""
 
-    A missing knob raises an ``AttributeError`` that lists the knobs there are,
-    so a typo in a chapter fails loudly instead of silently using a default.
+    def __str__(self):
+        return self.args[0]
+
+
+class Knobs(dict):
+    """A dict whose keys read as attributes (``P.data.n_train``) or as keys (``K["epochs"]``).
+
+    A missing knob raises :class:`MissingKnob` (a ``KeyError`` and an ``AttributeError``) that names the
+    profile and the group it was looked up in and lists the knobs there are, so a typo in a chapter or a
+    recipe fails loudly instead of silently using a default.
     """
 
+    def __init__(self, *args, where: str = "", **kw):
+        super().__init__(*args, **kw)
+        object.__setattr__(self, "where", where)
+
+    def __missing__(self, key):
+        where = getattr(self, "where", "") or "this group"
+        raise MissingKnob(f"no knob {key!r} in {where}; its knobs: {', '.join(sorted(map(str, self)))}")
+
     def __getattr__(self, key):
-        try:
-            value = self[key]
-        except KeyError:
-            raise AttributeError(
-                f"no knob {key!r} here; knobs: {', '.join(sorted(self))}") from None
-        return Knobs(value) if isinstance(value, dict) and not isinstance(value, Knobs) else value
+        if key.startswith("__"):
+            raise AttributeError(key)
+        value = self[key]
+        if isinstance(value, dict) and not isinstance(value, Knobs):
+            return Knobs(value, where=f"{getattr(self, 'where', '')} › {key}".lstrip(" ›"))
+        return value
 
     def __setattr__(self, key, value):
         raise AttributeError("profiles are read-only; choose another profile or copy the knob")
@@ -348,7 +364,7 @@ class Profile:
     def __init__(self, name: str, requested: str, knobs: dict):
         self.name = name
         self.requested = requested
-        self.knobs = Knobs(knobs)
+        self.knobs = Knobs(knobs, where=f"profile {name!r}")
 
     def __getattr__(self, key):
         if key in ("name", "requested", "knobs"):
