@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from helpers import data
+from helpers.chapters import ch04
 from helpers.methods import diffusion as D
 
 diffusers = pytest.importorskip("diffusers")
@@ -123,12 +124,12 @@ def test_denoiser_learns_and_keeps_an_ema(tmp_path, monkeypatch):
     z = (y.float() * 2 - 1).view(-1, 1, 1, 1).expand(-1, 4, 8, 8) + 0.05 * torch.randn(256, 4, 8, 8, generator=g)
     knobs = {"unet_channels": [16, 32], "unet_epochs": 6, "unet_batch_size": 32, "unet_lr": 3e-3, "T": 100,
              "schedule": "cosine", "p_uncond": 0.1, "ema": 0.9}
-    model, hist = D.train_denoiser({"train": z, "valid": z[:64]}, {"train": y, "valid": y[:64]}, 2, knobs, 0, "cpu",
+    model, hist = ch04.train_denoiser({"train": z, "valid": z[:64]}, {"train": y, "valid": y[:64]}, 2, knobs, 0, "cpu",
                                    source="test", bar=False)
     first, last = np.mean(hist["train"][:8]), np.mean(hist["train"][-8:])
     assert last < 0.7 * first, (first, last)
     assert not torch.equal(model.ema.conv_in.weight, model.unet.conv_in.weight)  # a lagging average, not a copy
-    again, h2 = D.train_denoiser({"train": z, "valid": z[:64]}, {"train": y, "valid": y[:64]}, 2, knobs, 0, "cpu",
+    again, h2 = ch04.train_denoiser({"train": z, "valid": z[:64]}, {"train": y, "valid": y[:64]}, 2, knobs, 0, "cpu",
                                  source="test", bar=False)
     assert h2["loaded"] and torch.equal(again.ema.conv_in.weight, model.ema.conv_in.weight)
     out = D.sample(model.sampler(), torch.tensor([0, 1] * 8), model.abar, (4, 8, 8), steps=20, guidance=2.0,
@@ -141,11 +142,11 @@ def test_autoencoder_stores_its_latent_scale_with_the_checkpoint(tmp_path, monke
     table = data.load("synthretina", size=32, n_train=64, n_valid=16, n_test=16, seed=0, progress=False)
     knobs = {"image_size": 32, "vae_channels": [16, 16], "latent_channels": 4, "vae_epochs": 1, "vae_batch_size": 32,
              "vae_lr": 1e-3, "kl_weight": 1e-4}
-    ae, hist = D.train_autoencoder(table, knobs, 0, "cpu", bar=False)
+    ae, hist = ch04.train_autoencoder(table, knobs, 0, "cpu", bar=False)
     z = D.encode_images(ae, table.images[table.split_index("train")])
     assert z.shape == (64, 4, 16, 16)
     assert hist["latent_scale"] == pytest.approx(1 / float(z.std()), rel=1e-4)
-    ae2, hist2 = D.train_autoencoder(table, knobs, 0, "cpu", bar=False)
+    ae2, hist2 = ch04.train_autoencoder(table, knobs, 0, "cpu", bar=False)
     assert hist2["loaded"] and hist2["latent_scale"] == hist["latent_scale"]
     x = D.decode_latents(ae2, z[:4])
     assert x.shape == (4, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1

@@ -273,13 +273,12 @@ def test_pretrain_entry_point_writes_the_run_the_chapter_loads(two_processes):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:  # chapter 1's own calls, with the same knobs: it finds the run instead of training
-        from helpers import data, profiles
-        from helpers.methods import simclr
+        from helpers import chapters, profiles
+        from helpers.chapters import ch01
         P = profiles.load("smoke")
         K = P.simclr
-        table = data.load(P.data.source, size=K.image_size, n_train=P.data.n_train, n_valid=P.data.n_valid,
-                          n_test=P.data.n_test, seed=0, **P.data.options)
-        _, hist = simclr.pretrain(table, K, 0, "cpu", epochs=1, save_at=K.save_at, bar=False)
+        table = chapters.chapter_table(P, K.image_size)
+        _, hist = ch01.pretrain(table, K, 0, "cpu", epochs=1, save_at=K.save_at, bar=False)
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

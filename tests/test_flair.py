@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.chapters import ch05
 from helpers.methods import flair as FL
 
 pytest.importorskip("transformers")
@@ -156,9 +157,9 @@ def test_mini_flair_learns_to_match_images_with_their_reports(tmp_path, monkeypa
     table = data.load("synthretina", size=32, n_train=128, n_valid=32, n_test=32, seed=0, progress=False)
     knobs = {"encoder": "small_cnn_narrow", "image_size": 32, "batch_size": 32, "lr": 3e-3, "epochs": 4,
              "vocab_size": 200, "max_length": 48, "text_hidden": 32, "text_layers": 2, "text_heads": 2, "proj_dim": 32}
-    model, tok, hist = FL.train_mini(table, knobs, 0, "cpu", bar=False)
+    model, tok, hist = ch05.train_mini(table, knobs, 0, "cpu", bar=False)
     assert np.mean(hist["train"][-4:]) < np.mean(hist["train"][:4])
-    again, tok2, h2 = FL.train_mini(table, knobs, 0, "cpu", bar=False)
+    again, tok2, h2 = ch05.train_mini(table, knobs, 0, "cpu", bar=False)
     assert h2["loaded"] and tok2.get_vocab() == tok.get_vocab()
     assert "impression" not in tok.get_vocab() and "glaucoma" not in tok.get_vocab()
 

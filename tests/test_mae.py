@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from helpers import data
+from helpers.chapters import ch03
 from helpers.methods import mae
 from helpers.models import small_vit
 
@@ -115,9 +116,9 @@ def test_pretrain_saves_the_run_and_reads_it_back(tmp_path, monkeypatch):
     monkeypatch.setenv("RETINA_CACHE", str(tmp_path))
     K = dict(profiles.load("smoke").mae, epochs=1)
     table = synthretina_table(32, 8, 8, size=32, seed=0, progress=False)
-    m1, h1 = mae.pretrain(table, K, 0, "cpu", save_at=(1,), bar=False)
-    m2, h2 = mae.pretrain(table, K, 0, "cpu", save_at=(1,), bar=False)
+    m1, h1 = ch03.pretrain(table, K, 0, "cpu", save_at=(1,), bar=False)
+    m2, h2 = ch03.pretrain(table, K, 0, "cpu", save_at=(1,), bar=False)
     assert not h1["loaded"] and h2["loaded"] and 1 in h2["checkpoints"]
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    _, h3 = mae.pretrain(table, K, 0, "cpu", mask_ratio=0.5, bar=False)  # another ratio is another run
+    _, h3 = ch03.pretrain(table, K, 0, "cpu", mask_ratio=0.5, bar=False)  # another ratio is another run
     assert not h3["loaded"]

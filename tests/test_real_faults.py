@@ -86,8 +86,8 @@ def test_gated_retfound_with_a_token_is_retfound(real_hub, tmp_path, rehearsal_a
 
 
 RESTART = """import os
-from helpers.methods import simclr as _simclr
-_pretrain = _simclr.pretrain
+from helpers.chapters import ch01 as _ch01
+_pretrain = _ch01.pretrain
 
 
 def _restart_after_the_first_run(*args, **kwargs):
@@ -95,7 +95,7 @@ def _restart_after_the_first_run(*args, **kwargs):
     os._exit(1)  # the runtime restarts here, as Colab's does when it disconnects
 
 
-_simclr.pretrain = _restart_after_the_first_run
+_ch01.pretrain = _restart_after_the_first_run
 """
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import profiles, reference, runs
-from helpers.methods import simclr
+from helpers.chapters import ch01
 from helpers.synthretina import synthretina_table
 
 
@@ -43,7 +43,7 @@ def tiny_run(tmp_path_factory):
     table = synthretina_table(32, 8, 8, size=32, seed=0, progress=False)
     K = profiles.load("smoke").simclr
     folder = tmp_path_factory.mktemp("ckpt")
-    model, hist = simclr.pretrain(table, K, 0, "cpu", epochs=2, save_at=[1, 2], bar=False)
+    model, hist = ch01.pretrain(table, K, 0, "cpu", epochs=2, save_at=[1, 2], bar=False)
     return model, hist, K, folder
 
 

@@ -65,3 +65,29 @@ def test_train_batches_are_augmented_and_valid_batches_are_not():
     va, _ = next(iter(dls.valid))
     vp, _ = next(iter(plain.valid))
     assert torch.allclose(va, vp)
+
+
+def test_one_normalisation_per_modality_chosen_from_the_table():
+    import dataclasses
+
+    import pytest
+
+    from helpers import data, datasets, views
+    from helpers.synthretina import synthretina_table
+    x = torch.rand(2, 3, 8, 8)
+    for modality in views.STATS:
+        assert torch.allclose(views.denormalize(views.normalize(x, modality), modality), x, atol=1e-6)
+    with pytest.raises(ValueError, match="fundus, oct"):
+        views.stats("x-ray")
+    assert datasets.REGISTRY["octmnist"].modality == "oct" and datasets.REGISTRY["retinamnist"].modality == "fundus"
+    fundus = synthretina_table(8, 4, 0, size=32, seed=0, progress=False)
+    oct_ = dataclasses.replace(fundus, modality="oct")
+    assert oct_.take([0, 1]).modality == "oct"
+    raw = data.dataloaders(fundus, "dr_grade", bs=4, size=32, device="cpu", augment=False, normalize=False).valid
+    seen = {}
+    for name, table in (("fundus", fundus), ("oct", oct_)):
+        dl = data.dataloaders(table, "dr_grade", bs=4, size=32, device="cpu", augment=False).valid
+        seen[name] = next(iter(dl))[0]
+    x0 = next(iter(raw))[0]
+    for name in seen:
+        assert torch.allclose(seen[name], views.normalize(x0, name), atol=1e-5), name

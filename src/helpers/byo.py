@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
 
 from .env import atomic_write, cache_dir, data_root
 from .table import SPLITS, ImageTable
@@ -54,7 +56,6 @@ def _values(series: pd.Series) -> str:
 
 def crop_fov(img: np.ndarray, size: int, threshold: int = 15) -> np.ndarray:
     """Crop to the circular field of view (bright pixels' bounding box), pad square with black, resize."""
-    from PIL import Image
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
     bright = img.max(-1) > threshold
@@ -75,8 +76,6 @@ def read_images(sources, names, size: int) -> tuple[np.ndarray | None, list[int]
     say which file each one is in messages. Returns the images (``None`` when none was readable),
     the positions that were read, and ``(name, reason)`` for every file skipped.
     """
-    from PIL import Image
-    from tqdm.auto import tqdm
     errors = (Image.DecompressionBombError,) + UNREADABLE
     out, kept, bad = [], [], []
     for i, (src, name) in enumerate(tqdm(list(zip(sources, names)), desc="reading images", leave=False)):

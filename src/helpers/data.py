@@ -16,18 +16,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fastai.data.core import DataLoaders, TfmdDL
+from fastai.data.transforms import IntToFloatTensor, Normalize
 
+from .byo import from_csv, from_folder
+from .datasets import REGISTRY, load_dataset
+from .synthretina import synthretina_table
 from .table import SPLITS, ImageTable, TableDataset
-from .views import FUNDUS_MEAN, FUNDUS_STD, fundus_augmentations
+from .views import fundus_augmentations, stats
 
-def batch_transforms(augment: bool, size: int | None = None, normalize: bool = True) -> list:
-    """uint8 -> float, optional fundus augmentations, optional normalisation (fastai batch transforms)."""
-    from fastai.data.transforms import IntToFloatTensor, Normalize
+
+def batch_transforms(augment: bool, size: int | None = None, normalize: bool = True, modality: str = "fundus") -> list:
+    """uint8 -> float, optional fundus augmentations, optional normalisation with ``modality``'s statistics
+    (:func:`helpers.views.stats`; fastai batch transforms)."""
     tfms = [IntToFloatTensor()]
     if augment:
         tfms += fundus_augmentations(size or 0)
     if normalize:
-        tfms.append(Normalize.from_stats(FUNDUS_MEAN, FUNDUS_STD))
+        tfms.append(Normalize.from_stats(*stats(modality)))
     return tfms
 
 
@@ -41,7 +47,6 @@ def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None =
     ``dls.valid`` and ``dls[2]`` (the test split) as in fastai. ``inference=True``
     keeps every split in order, whole and unaugmented (feature extraction).
     """
-    from fastai.data.core import DataLoaders, TfmdDL
     dls = []
     for split in splits:
         ds = TableDataset(table, split, target, size)
@@ -51,7 +56,7 @@ def dataloaders(table: ImageTable, target=None, bs: int = 64, size: int | None =
             raise ValueError(f"{table.name}: split {split!r} is empty")
         train = split == "train" and not inference
         dls.append(TfmdDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs,
-                          after_batch=batch_transforms(augment and train, size, normalize),
+                          after_batch=batch_transforms(augment and train, size, normalize, table.modality),
                           num_workers=num_workers, device=device))
     out = DataLoaders(*dls, device=device)
     if seed is not None:
@@ -74,13 +79,10 @@ def load(source, root=None, size: int | None = None, n_train: int | None = None,
     ``hr_grade``, ``glaucoma``, ...); your CSV keeps its own.
     """
     if source == "synthretina":
-        from .synthretina import synthretina_table
         return synthretina_table(n_train=n_train, n_valid=n_valid, n_test=n_test, size=size,
                                  seed=seed, root=root, **options)
-    from .datasets import REGISTRY, load_dataset
     path = Path(str(source)).expanduser()
     if str(source) not in REGISTRY and (path.is_dir() or path.suffix.lower() == ".csv" or path.is_file()):
-        from .byo import from_csv, from_folder
         read = from_folder if path.is_dir() else from_csv
         table = read(path, root=root, seed=seed, **({"size": size} if size else {}), **options)
         return _cap_splits(table, (n_train, n_valid, n_test), seed)

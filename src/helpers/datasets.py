@@ -14,6 +14,7 @@ replacement is complete.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import shutil
 import zipfile
@@ -23,9 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from .byo import (IMAGE_EXT, DatasetError, from_csv, from_folder, read_images, split_by_group,  # noqa: F401
-                  unreadable_report, warn_unreadable)
+from .byo import (  # noqa: F401
+    IMAGE_EXT,
+    DatasetError,
+    from_csv,
+    from_folder,
+    read_images,
+    split_by_group,
+    unreadable_report,
+    warn_unreadable,
+)
 from .downloads import fetch, mirror_url
 from .env import atomic_folder, data_root, lock
 from .table import DR_NAMES, ImageTable
@@ -55,6 +65,7 @@ class DatasetInfo:
     layout: str                # "medmnist" | "folders-zip" | "csv-zip" | "manual"
     notes: str = ""
     options: dict = field(default_factory=dict)
+    modality: str = "fundus"   # the normalisation its images take (helpers.views.STATS)
 
 
 _ZENODO_MEDMNIST = "https://zenodo.org/records/10519652/files/{}?download=1"
@@ -75,7 +86,8 @@ REGISTRY: dict[str, DatasetInfo] = {
         {"oct_class": "single"}, {"oct_class": ["CNV", "DME", "drusen", "normal"]}, 109309, "0.2-1 GB (64-128 px)",
         (RemoteFile("octmnist_64.npz", _ZENODO_MEDMNIST.format("octmnist_64.npz"), "e229e9440236b774d9f0dfef9d07bdaf", 64),
          RemoteFile("octmnist_128.npz", _ZENODO_MEDMNIST.format("octmnist_128.npz"), "0a97e76651ace45c5d943ee3f65b63ae", 128)),
-        "CC BY 4.0", MEDMNIST_CITE, "medmnist", "grey images, stacked to 3 channels", {"label": "oct_class"}),
+        "CC BY 4.0", MEDMNIST_CITE, "medmnist", "grey images, stacked to 3 channels", {"label": "oct_class"},
+        modality="oct"),
     "deepdrid": DatasetInfo(
         "deepdrid", "diabetic retinopathy grade 0-4 and image quality, 2,000 regular fundus images",
         {"dr_grade": "ordinal"}, {"dr_grade": DR_NAMES}, 2000, "1.37 GB",
@@ -275,7 +287,6 @@ def prepare(name: str, size: int = 224, root=None, seed: int = 0, overwrite: boo
 
 
 def _prepare_medmnist(d: DatasetInfo, path: Path, size: int):
-    from PIL import Image
     try:
         arrays = np.load(path, allow_pickle=False)
         parts = {s: (arrays[f"{k}_images"], arrays[f"{k}_labels"]) for s, k in
@@ -374,7 +385,6 @@ def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_
     """
     d = info(name)
     if options:
-        import inspect
         valid = [p for p in inspect.signature(load_dataset).parameters if p not in ("name", "options")]
         raise ValueError(f"dataset {name!r} got unknown option(s) {', '.join(map(repr, sorted(options)))}; "
                          f"valid options: {', '.join(valid)}")
@@ -407,4 +417,4 @@ def load_dataset(name: str, root=None, size: int | None = None, n_train=None, n_
         if col not in classes:
             classes[col] = [str(i) for i in range(int(labels[col].max()) + 1)]
     return ImageTable(images[keep], labels.iloc[keep].reset_index(drop=True), tasks=dict(d.labels),
-                      classes=classes, name=name)
+                      classes=classes, name=name, modality=d.modality)

@@ -28,7 +28,12 @@ import os
 
 import torch
 import torch.distributed as dist
+from accelerate.utils import DistributedDataParallelKwargs
+from fastai.callback.progress import ProgressCallback
 from torch import nn
+from torch.distributed.nn.functional import all_gather, all_reduce
+
+from .env import get_device, seed_everything
 
 TIMEOUT_S = 600  # a collective that waits this long (a process died or hangs) fails the job
 
@@ -64,7 +69,6 @@ def init(timeout_s: float = TIMEOUT_S, backend: str | None = None) -> torch.devi
     collective fails after ``timeout_s`` seconds instead of waiting forever for
     a process that died. Without torchrun, returns the best single device.
     """
-    from .env import get_device
     if not launched():
         return get_device()
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -109,7 +113,6 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if world_size() <= 1:
         return x
-    from torch.distributed.nn.functional import all_gather
     return torch.cat(all_gather(x))
 
 
@@ -118,7 +121,6 @@ def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
     PyTorch's ``torch.distributed.nn.functional.all_reduce``."""
     if world_size() <= 1:
         return x
-    from torch.distributed.nn.functional import all_reduce
     return all_reduce(x)
 
 
@@ -198,8 +200,8 @@ def _classes():
     if _CLASSES:
         return _CLASSES["dl"], _CLASSES["trainer"]
     try:
-        from fastai.distributed import DistributedDL, DistributedTrainer
         import accelerate  # noqa: F401
+        from fastai.distributed import DistributedDL, DistributedTrainer
     except (ImportError, NameError) as e:  # fastai.distributed fails with NameError without accelerate
         raise ImportError("training on several processes uses fastai's DistributedTrainer, which needs Hugging Face "
                           "Accelerate: pip install 'accelerate>=0.21'") from e
@@ -256,8 +258,6 @@ def trainer(learn, sync_bn: bool = True):
     if world_size() <= 1:
         yield learn
         return
-    from accelerate.utils import DistributedDataParallelKwargs
-    from fastai.callback.progress import ProgressCallback
     _, Trainer = _classes()
     # where training runs: the data's device (fastai moves the model there when fit starts)
     dev = learn.dls.device if learn.dls.device is not None else next(learn.model.parameters()).device
@@ -268,7 +268,6 @@ def trainer(learn, sync_bn: bool = True):
         learn.model = sync_batchnorm(learn.model, cuda)
     # same initial weights everywhere (DistributedDataParallel copies rank 0's), but each process its own views:
     # its generators continue from the run's seed + rank
-    from .env import seed_everything
     seed_everything(torch.initial_seed() + rank())
     # static_graph: the same parameters are used every step, some of them never (MAE leaves the ViT's fc_norm out)
     cb = Trainer(sync_bn=False, cpu=not cuda,

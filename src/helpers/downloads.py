@@ -17,9 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pooch
+import requests
+import urllib3
+from tqdm.auto import tqdm
 
 from .env import atomic_write, cache_dir, lock
 
@@ -65,7 +72,6 @@ def url_for(url: str) -> str:
     base = os.environ.get(HOST_ENV)
     if not base or not url.startswith(("http://", "https://")) or url.startswith(base):
         return url
-    from urllib.parse import urlsplit
     parts = urlsplit(url)
     return f"{base.rstrip('/')}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
@@ -80,7 +86,6 @@ def stand_in_md5(url: str) -> str | None:
     if not base:
         return None
     if base not in _STAND_IN_MD5:
-        import requests
         try:
             resp = requests.get(f"{base.rstrip('/')}/MD5SUMS.json", timeout=30, headers={"User-Agent": USER_AGENT})
             _STAND_IN_MD5[base] = resp.json() if resp.status_code == 200 else {}
@@ -114,9 +119,7 @@ def verified(dest: Path, md5: str | None = None, size: int | None = None) -> boo
 def transfer_errors() -> tuple:
     """The errors of a host out of reach or a transfer cut: sockets, http.client (IncompleteRead,
     RemoteDisconnected…), urllib3, and httpx's as ``huggingface_hub`` uses it (requests' errors are OSErrors)."""
-    import importlib
 
-    import urllib3
     found = [OSError, http.client.HTTPException, urllib3.exceptions.HTTPError]
     for name in ("httpx", "httpx2"):
         try:
@@ -139,7 +142,6 @@ class Resumable:
         self.progress, self.timeout, self.chunk = progress, timeout, chunk
 
     def _get(self, url: str, start: int):
-        import requests
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",  # byte offsets must be the file's
                    **({"Range": f"bytes={start}-"} if start else {})}
         if self.token:  # requests drops it when a redirect leaves the host
@@ -209,7 +211,6 @@ class Resumable:
         os.replace(self.part, output_file)  # pooch checks the MD5 and moves it into place
 
     def _stream(self, url, resp, have, expected):
-        from tqdm.auto import tqdm
         with open(self.part, "ab" if have else "wb") as out, \
                 tqdm(total=expected, initial=have, unit="B", unit_scale=True, desc=self.dest.name,
                      disable=not self.progress, leave=False) as bar:
@@ -237,7 +238,6 @@ def fetch(url: str, dest: Path, md5: str | None = None, token: str | None = None
     only once verified. Errors: :class:`ChecksumError` (expected vs got; nothing kept), :class:`OfflineError` (no
     network, or a cut transfer: the part stays to resume), :class:`GatedError` (401/403), else :class:`DownloadError`.
     """
-    import pooch
     if os.environ.get(HOST_ENV):
         md5 = (stand_in_md5(url) or md5) if md5 else None
         url = url_for(url)

@@ -13,18 +13,23 @@ included, as on the GPU) — a lower bound, since memory the allocator already h
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
+import platform
 import sys
 import threading
 import time
 
 import numpy as np
+import psutil
 import torch
+
+from .evaluation import linear_probe
 
 
 def _trim() -> None:
     """glibc's ``malloc_trim(0)``: return the freed heap to the system (nothing elsewhere)."""
-    import ctypes
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -35,8 +40,6 @@ class _PeakRSS:
     """The largest resident set size of this process while the block runs, sampled by a thread."""
 
     def __enter__(self):
-        import gc
-        import psutil
         gc.collect()
         _trim()  # hand memory freed by an earlier model back to the system, so this one's shows again
         self.proc, self.stop = psutil.Process(), threading.Event()
@@ -101,7 +104,6 @@ def measure(make_encoder, size: int, n_images: int = 8, bs: int = 4, device=None
 def machine(device=None) -> dict:
     """What the measurements depend on: processor, threads, accelerator and torch version (keys chapter 3's cache
     of the efficiency table, so a warm run reads the table measured on this machine instead of measuring again)."""
-    import platform
     device = torch.device(device or "cpu")
     cpu = platform.processor() or platform.machine()
     try:
@@ -126,7 +128,6 @@ def probe_seconds(dim: int, table, task: str, seed: int = 0, max_iter: int = 100
     The embeddings are random (Gaussian): the probe's cost depends on their number and size, which is what the
     comparison needs, not on the model that made them.
     """
-    from .evaluation import linear_probe
     rng = np.random.default_rng(seed)
     y = table.target(task)
     tr, te = table.split_index("train"), table.split_index("test")

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 DATA_ENV = "RETINA_DATA"
 CACHE_ENV = "RETINA_CACHE"
@@ -85,7 +87,6 @@ def atomic_folder(folder: Path, write, replace: bool = False) -> Path:
     Hold :func:`lock` of ``folder`` around it when processes may race. An existing ``folder`` is refused
     (``FileExistsError``), or with ``replace=True`` moved aside only once its replacement is complete.
     """
-    import shutil
     folder = Path(folder)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp, old = folder.with_name(f".{folder.name}.{tag}.partial"), folder.with_name(f".{folder.name}.{tag}.old")
@@ -112,7 +113,6 @@ def atomic_folder(folder: Path, write, replace: bool = False) -> Path:
 
 def lock(path: Path):
     """A cross-process lock for the cache entry ``path`` (a ``.lock`` file beside it)."""
-    from filelock import FileLock
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path.with_name(f".{path.name}.lock")))

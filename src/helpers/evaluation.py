@@ -13,15 +13,28 @@ ordinal grades, quadratic weighted kappa.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import stats
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from .data import dataloaders
 from .env import atomic_write, cache_dir, lock
 from .runs import weights_fingerprint
 from .table import ImageTable
+from .views import FUNDUS_MEAN, FUNDUS_STD
 
 
 @torch.no_grad()
@@ -34,7 +47,6 @@ def extract_features(encoder: torch.nn.Module, table: ImageTable, device=None, s
     or changed data is recomputed, the same one is read back. Safe across
     processes (a lock, then an atomic rename).
     """
-    from tqdm.auto import tqdm
     key = f"{weights_fingerprint(encoder)}-{table.fingerprint()}-{size}"
     path = (Path(folder) if folder else cache_dir("features")) / f"{key}.npz"
     if not cache:
@@ -72,8 +84,6 @@ def _extract(encoder, table, device, size, bs, tqdm) -> dict:
 def metrics(y_true: np.ndarray, proba: np.ndarray, ordinal: bool = False) -> dict:
     """Accuracy, balanced accuracy, Cohen's κ, macro F1, macro AUROC (one-vs-rest); with two classes sensitivity and
     specificity (chapter 6 reports the hypertensive-retinopathy study's metrics); if ``ordinal``, quadratic κ."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score,
-                                 roc_auc_score)
     pred = proba.argmax(1)
     out = {"accuracy": float(accuracy_score(y_true, pred)),
            "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
@@ -109,10 +119,6 @@ def _full_proba(model, x, n_classes):
 def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, ordinal: bool = False,
                  max_iter: int = 1000, C: float = 1.0) -> dict:
     """Logistic regression on standardised frozen features; metrics on the test features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
     with threadpool_limits(1):  # problems this small run ~10x faster on one BLAS thread (measured)
         clf.fit(train_x, train_y)
@@ -121,8 +127,6 @@ def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, ordinal: bool
 
 def knn_probe(train_x, train_y, test_x, test_y, n_classes: int, k: int = 10, ordinal: bool = False) -> dict:
     """k-nearest neighbours with cosine distance on frozen features."""
-    from sklearn.neighbors import KNeighborsClassifier
-    from threadpoolctl import threadpool_limits
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric="cosine", weights="distance")
     with threadpool_limits(1):
         knn.fit(train_x, train_y)
@@ -154,7 +158,6 @@ def probe(features: dict, table: ImageTable, target, max_iter: int = 1000, k: in
     ytr, yte = y[table.split_index("train")], y[table.split_index("test")]
     n = 2 if kind == "multi" else table.n_classes(target)
     if kind == "multi" and len(np.unique(ytr)) < 2:
-        import warnings
         warnings.warn(f"{table.name}: label {target!r} has a single value in the training split; it cannot be "
                       "probed (its metrics are NaN)", stacklevel=2)
         nan = {m: float("nan") for m in ("accuracy", "balanced_accuracy", "kappa", "f1", "sensitivity",
@@ -201,7 +204,6 @@ def protocol(features: dict, table: ImageTable, tasks, fractions=(1.0,), probes=
     that seed); the label subset of each fraction is drawn with the same seed.
     One row per (encoder, seed, task, fraction, probe) with every metric.
     """
-    import pandas as pd
     tr, te = table.split_index("train"), table.split_index("test")
     rows = []
     for name, by_seed in features.items():
@@ -251,7 +253,6 @@ class _FDFeatures(torch.nn.Module):
     feature extractor of :func:`frechet_distance` and :func:`frechet_difference`)."""
 
     def __init__(self, encoder: torch.nn.Module, size: int | None):
-        from .views import FUNDUS_MEAN, FUNDUS_STD
         super().__init__()
         self.enc, self.size, self.num_features = encoder, size, int(encoder.num_features)
         self.register_buffer("mean", torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1))
@@ -311,13 +312,8 @@ def frechet_difference(encoder: torch.nn.Module, real: torch.Tensor, fake_a: tor
 def _probe_predictions(features: dict, ytr, max_iter: int, k: int | None = None) -> np.ndarray:
     """Test-set predictions of a linear probe (``k=None``) or of the k-NN probe of :func:`knn_probe`."""
     if k:
-        from sklearn.neighbors import KNeighborsClassifier
         knn = KNeighborsClassifier(n_neighbors=min(k, len(ytr)), metric="cosine", weights="distance")
         return knn.fit(features["train"], ytr).predict(features["test"])
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
     with threadpool_limits(1):
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter)).fit(features["train"], ytr)
         return clf.predict(features["test"])
@@ -334,7 +330,6 @@ def bootstrap_difference(features_a: dict, features_b: dict, table: ImageTable, 
     the test set's sampling noise (not the seed's — say so when you use it).
     With several tasks a last row ``task="mean"`` gives the mean over them.
     """
-    import pandas as pd
     tr, te = table.split_index("train"), table.split_index("test")
     rng = np.random.default_rng(seed)
     counts = np.zeros((n_boot, len(te)))
@@ -368,7 +363,6 @@ def bootstrap_difference(features_a: dict, features_b: dict, table: ImageTable, 
 
 def interval(values, confidence: float = 0.95) -> dict:
     """Mean, standard deviation and a Student-t confidence interval of the mean of ``values`` (over seeds)."""
-    from scipy import stats
     v = np.asarray(values, float)
     mean, n = float(v.mean()), len(v)
     sd = float(v.std(ddof=1)) if n > 1 else float("nan")
@@ -380,7 +374,6 @@ def seeds_to_decide(iv: dict, threshold: float, confidence: float = 0.95, most: 
     """How many seeds an interval from :func:`interval` would need to clear ``threshold`` on one side, if the mean
     and the standard deviation stayed as measured: the smallest n with t(n − 1) · sd / √n < |mean − threshold|.
     ``None`` where the mean sits on the threshold or more than ``most`` seeds would be needed (chapter 6)."""
-    from scipy import stats
     gap, sd = abs(iv["mean"] - threshold), iv["sd"]
     if not np.isfinite(sd) or gap == 0:
         return None
@@ -392,7 +385,6 @@ def seeds_to_decide(iv: dict, threshold: float, confidence: float = 0.95, most: 
 
 def summarise(df, metric: str = "balanced_accuracy", by=("encoder", "task", "fraction", "probe")):
     """Mean ± sd and the 95 % interval of ``metric`` over seeds, one row per ``by`` group."""
-    import pandas as pd
     rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))), **interval(g[metric])}
             for key, g in df.groupby(list(by), sort=False)]
     return pd.DataFrame(rows)
@@ -400,7 +392,6 @@ def summarise(df, metric: str = "balanced_accuracy", by=("encoder", "task", "fra
 
 def paired_gain(df, a: str, b: str, metric: str = "balanced_accuracy", by=("task", "fraction", "probe")):
     """``a`` minus ``b`` seed by seed (same seed = same label subset), with its mean, sd and 95 % interval."""
-    import pandas as pd
     wide = df.pivot_table(index=list(by) + ["seed"], columns="encoder", values=metric).reset_index()
     wide["gain"] = wide[a] - wide[b]
     rows = [{**dict(zip(by, key)), **interval(g["gain"])} for key, g in wide.groupby(list(by), sort=False)]
@@ -409,11 +400,8 @@ def paired_gain(df, a: str, b: str, metric: str = "balanced_accuracy", by=("task
 
 def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """2-D embedding of features: PCA, or t-SNE (initialised by PCA)."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
     x = StandardScaler().fit_transform(x)
     if method == "tsne":
-        from sklearn.manifold import TSNE
         return TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(5, len(x) // 10))).fit_transform(x)
     return PCA(2, random_state=seed).fit_transform(x)
 

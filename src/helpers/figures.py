@@ -13,6 +13,7 @@ sets that style; :func:`panels` lays several panels out in rows within the width
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -173,7 +174,6 @@ def method_diagram(boxes: dict, arrows, title: str = "", note: str = ""):
     moving-average copy of weights. A legend names every kind used. ``fig.boxes`` and ``fig.arrow_labels`` keep the
     text artists, so a test can check that nothing overlaps.
     """
-    import textwrap
     cols = max(c for c, _, _ in boxes.values()) + 1
     rows = max(r for _, r, _ in boxes.values()) + 1
     col_in = min(1.75, (MAX_WIDTH_IN - 0.3) / cols)

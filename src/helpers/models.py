@@ -6,8 +6,11 @@ encoder maps ``[B, 3, H, W]`` to pooled features ``[B, encoder.num_features]``.
 """
 from __future__ import annotations
 
-import torch
+import timm
 from torch import nn
+
+from .profiles import architecture
+from .weights import WEIGHTS, pretrained_encoder
 
 
 class SmallCNN(nn.Module):
@@ -41,7 +44,6 @@ def small_vit(img_size: int = 48, patch_size: int = 6, embed_dim: int = 96, dept
 
     Chapter 2 trains it with DINO to read its CLS attention maps.
     """
-    import timm
     return timm.models.vision_transformer.VisionTransformer(
         img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
         num_classes=0, dynamic_img_size=True, **kw)
@@ -73,13 +75,10 @@ def create_encoder(arch: str, init: str = "random", token: str | None = None, **
                              "(use init='random')")
         model = BOOK_ARCHS[arch](**timm_kwargs)
         return model, int(model.num_features)
-    import timm
 
-    from .profiles import architecture
     if init == "random":  # the profile's size overrides win (rehearsal: the same architecture, tiny)
         model = timm.create_model(arch, pretrained=False, num_classes=0, **{**timm_kwargs, **architecture(arch)})
     else:
-        from .weights import WEIGHTS, pretrained_encoder
         name = init
         if init == "imagenet":
             match = [w.name for w in WEIGHTS.values() if w.host == "timm" and w.arch == arch]

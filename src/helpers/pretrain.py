@@ -6,9 +6,8 @@ Explained on the book page "Scaling out" (book/scaling-out.md)::
     torchrun --nproc_per_node 8 -m helpers.pretrain dino --profile full        # one node, 8 GPUs
 
 It builds the table, encoder and Learner the chapter builds from the same
-profile knobs (through the chapter's own ``pretrain``: chapter 1's
-:func:`helpers.methods.simclr.pretrain`, chapter 2's
-:func:`helpers.methods.dino.pretrain`, chapter 3's :func:`helpers.methods.mae.pretrain`)
+profile knobs (through the chapter's own recipe, ``main_run`` of
+:mod:`helpers.chapters.ch01` (SimCLR), :mod:`~helpers.chapters.ch02` (DINO) or :mod:`~helpers.chapters.ch03` (MAE))
 and trains through :func:`helpers.runs.load_or_train`, so it writes the very
 checkpoint (same run key, rank 0 alone, atomically) that the chapter then loads
 instead of training. Under ``torchrun`` each process joins the group with a
@@ -20,14 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-METHODS = ("simclr", "dino", "mae")
+from . import chapters, distributed, env, profiles, reference
+
+METHODS = tuple(chapters.PRETRAINING)
 
 
 def _table(P, size: int, seed: int, data_root=None):
     """The chapter's table (rank 0 first: it downloads or generates, the others then read its cache)."""
-    from . import data, distributed
-    load = lambda: data.load(P.data.source, root=data_root, size=size, n_train=P.data.n_train,  # noqa: E731
-                             n_valid=P.data.n_valid, n_test=P.data.n_test, seed=seed, **P.data.options)
+    load = lambda: chapters.chapter_table(P, size, seed, data_root)  # noqa: E731
     table = load() if distributed.is_main() else None
     distributed.barrier()
     return table if table is not None else load()
@@ -41,11 +40,10 @@ def pretrain(method: str, profile: str | None = "full", seed: int = 0, seeds=Non
     chapter does); ``seeds`` picks some of those run seeds. ``epochs`` overrides the profile (a quick try: the
     chapter loads only runs of the profile's length). ``attention`` also trains chapter 2's attention ViT.
     """
-    from . import distributed, env, evaluation, profiles, reference
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     P = profiles.load(profile)
-    K, E = P[method], P.protocol
+    K = P[method]
     device = device or env.get_device()
     main = distributed.is_main()
     if main:
@@ -56,25 +54,11 @@ def pretrain(method: str, profile: str | None = "full", seed: int = 0, seeds=Non
     table = _table(P, K["image_size"], seed, data_root)
     run_seeds = [seed + s for s in K["seeds"]] if seeds is None else list(seeds)
     out = {}
+    recipe = chapters.recipe(method)  # the chapter's module: the notebook trains through the same main_run
     for s in run_seeds:
-        if method == "simclr":
-            from .methods import simclr
-            model, hist = simclr.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main)
-        elif method == "mae":
-            from .methods import mae
-            model, hist = mae.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main)
-        else:
-            from .methods import dino
-            monitor = evaluation.monitor_set(table, K["monitor_task"], n=K["monitor_size"], size=K["image_size"])
-
-            def watch(teacher):  # chapter 2's per-epoch collapse watch, saved with the run
-                return evaluation.collapse_diagnostics(teacher[0], monitor, k=E["knn_k"], embed=teacher[1].mlp)
-            model, hist = dino.pretrain(table, K, s, device, epochs=epochs, save_at=K["save_at"], bar=main,
-                                    monitor=watch)
-            if attention and s == seed:  # chapter 2 trains its attention ViT once, with the first seed
-                dino.pretrain(table, K, s, device, K["attention_encoder"], K["attention_kwargs"],
-                              K["attention_epochs"] if epochs is None else epochs, save_at=K["attention_save_at"],
-                              local_size=K["attention_local_size"], bar=main, monitor=watch)
+        model, hist = recipe.main_run(P, table, s, device, epochs=epochs, bar=main)
+        if attention and method == "dino" and s == seed:  # chapter 2 trains its attention ViT once, first seed
+            recipe.attention_run(P, table, s, device, epochs=epochs, bar=main)
         out[s] = hist
         if main:
             what = "found saved" if hist["loaded"] else f"trained in {hist['seconds']:.0f} s and saved"
@@ -111,7 +95,6 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds a process waits for the others before the job fails (default 600)")
     a = ap.parse_args(argv)
-    from . import distributed
     device = distributed.init(**({"timeout_s": a.timeout} if a.timeout else {}))
     try:
         pretrain(a.method, a.profile, a.seed, a.seeds, a.data_root, a.epochs, a.attention, device)

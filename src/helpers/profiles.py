@@ -19,7 +19,10 @@ chapter's group.
 from __future__ import annotations
 
 import copy
+import json
 import os
+
+import torch
 
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "full")
 VALID_NAMES = PROFILE_NAMES + ("rehearsal", "reference", "auto")
@@ -406,7 +409,6 @@ def resolve(name: str | None = None) -> str:
     if not isinstance(name, str) or name not in VALID_NAMES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(VALID_NAMES)}")
     if name == "auto":
-        import torch
         return "gpu" if torch.cuda.is_available() else "cpu"
     return name
 
@@ -418,7 +420,6 @@ def load(name: str | None = None) -> Profile:
     (:func:`architecture`), so that every encoder the chapter builds, and every official checkpoint it loads, has
     the profile's size without the chapter passing anything.
     """
-    import json
     requested = name if name else (os.environ.get(ENV_VAR) or "auto")
     concrete = resolve(name)
     knobs = copy.deepcopy(_PROFILES[concrete])
@@ -430,7 +431,6 @@ def architecture(name: str) -> dict:
     """The keyword overrides the loaded profile sets for architecture ``name`` (a timm name, ``"bert-base"`` or
     ``"torchvision-resnet50"``); ``{}`` in every profile but ``rehearsal``. Read by :mod:`helpers.models`,
     :mod:`helpers.weights` and FLAIR's towers."""
-    import json
     try:
         return dict(json.loads(os.environ.get(ARCH_ENV) or "{}").get(name, {}))
     except (ValueError, AttributeError):

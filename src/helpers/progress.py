@@ -16,6 +16,7 @@ import math
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import patch
 from fastprogress.fastprogress import IN_NOTEBOOK
+from IPython.display import HTML, display
 
 SPARKS = "▁▂▃▄▅▆▇█"
 _after_fit = ProgressCallback.after_fit
@@ -86,7 +87,6 @@ def after_fit(self: ProgressCallback):
     if not header or not rows:
         return
     if IN_NOTEBOOK:
-        from IPython.display import HTML, display
         display(HTML(table_html(header, rows)))
     else:
         print(summary(header, rows))

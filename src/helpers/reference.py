@@ -20,30 +20,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import efficiency, env, evaluation, models, runs
+from . import chapters, efficiency, env, evaluation, models, runs
 
 PROFILE = "reference"
 SHIPPED = Path(__file__).resolve().parent / "reference_runs"
-_TRAINING = ("helpers.views", "helpers.runs:load_or_train")  # the views and the training loop every run shares
-METHODS = {  # method -> (the code that defines its run, how to take the encoder out of the trained model)
-    "simclr": (("helpers.methods.simclr", "helpers.models:SmallCNN", "helpers.models:MLPHead") + _TRAINING,
-               lambda model: model.encoder),
-    "dino": (("helpers.methods.dino", "helpers.models:SmallCNN", "helpers.runs:EMA", "helpers.runs:ema_update",
-              "helpers.runs:cosine_momentum", "helpers.runs:horizon_momentum") + _TRAINING,
-             lambda model: model.teacher[0]),  # the teacher is what DINO evaluates
-    "mae": (("helpers.methods.mae", "helpers.models:small_vit") + _TRAINING, lambda model: model.encoder),
+ENCODER_OF = {  # method -> how to take the encoder out of the trained model
+    "simclr": lambda model: model.encoder,
+    "dino": lambda model: model.teacher[0],  # the teacher is what DINO evaluates
+    "mae": lambda model: model.encoder,
 }
+METHODS = tuple(ENCODER_OF)
 
 
 def recipe_hash(method: str) -> str:
-    """The hash of the code that defines ``method``'s run (:func:`helpers.runs.code_hash` of its modules)."""
-    return runs.code_hash(*_method(method)[0])
+    """The hash of the code that defines ``method``'s run: its chapter module's ``CODE``, the hash its run keys hold
+    (:mod:`helpers.chapters`)."""
+    return chapters.code(_code(method))
 
 
-def _method(method: str):
-    if method not in METHODS:
-        raise ValueError(f"no reference run for {method!r}; there is one for {', '.join(METHODS)}")
-    return METHODS[method]
+def _code(method: str) -> tuple:
+    if method not in ENCODER_OF:
+        raise ValueError(f"no reference run for {method!r}; there is one for {', '.join(ENCODER_OF)}")
+    return chapters.recipe(method).CODE
 
 
 def _sha256(path: Path) -> str:
@@ -57,7 +55,8 @@ def ship(method: str, model, hist: dict, knobs: dict, seed: int, command: str, d
     Called by ``python -m helpers.pretrain METHOD --profile reference`` after training (or finding) the run;
     ``code_hash`` is :func:`recipe_hash` taken before training (default: now).
     """
-    _, encoder_of = _method(method)
+    code = _code(method)  # refuses a method without a reference run
+    encoder_of = ENCODER_OF[method]
     folder = Path(folder) if folder else SHIPPED
     folder.mkdir(parents=True, exist_ok=True)
     knobs = json.loads(json.dumps(dict(knobs)))
@@ -73,7 +72,7 @@ def ship(method: str, model, hist: dict, knobs: dict, seed: int, command: str, d
     record = {
         "method": method, "profile": PROFILE, "command": command, "seed": seed, "epochs": int(hist["epochs"]),
         "data": data,
-        "knobs": knobs, "code_hash": code_hash or recipe_hash(method), "modules": list(_method(method)[0]),
+        "knobs": knobs, "code_hash": code_hash or recipe_hash(method), "modules": list(code),
         "wall_time_s": round(float(hist["seconds"]), 1), "machine": _machine(),
         "trained": time.strftime("%Y-%m-%d", time.gmtime()),
         "final_train_loss": float(hist["train"][-1]) if hist.get("train") else None,
@@ -100,7 +99,7 @@ def _save_encoder(encoder, arch, path: Path) -> Path:
 
 def provenance(method: str, folder: Path | None = None) -> dict | None:
     """``method``'s provenance record, or None when no reference run is shipped."""
-    _method(method)
+    _code(method)
     path = Path(folder or SHIPPED) / f"{method}.json"
     return json.loads(path.read_text()) if path.exists() else None
 

@@ -21,6 +21,8 @@ import math
 import time
 from datetime import datetime, timezone
 
+from .env import describe_device
+
 METADATA_KEY = "retina_report"
 
 
@@ -109,7 +111,6 @@ class RunReport:
         self.title = title
         self.profile = getattr(profile, "name", str(profile))
         if hasattr(device, "type"):  # a torch.device: describe it (GPU name, CPU threads)
-            from .env import describe_device
             device = describe_device(device)
         self.device = str(device)
         self.started = time.perf_counter()

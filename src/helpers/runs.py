@@ -12,6 +12,7 @@ processes asking for the same run train it once and both get it::
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -21,8 +22,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import fastai.callback.fp16  # noqa: F401  (adds Learner.to_fp16 / to_bf16)
+import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+import numpy as np
 import torch
 from fastai.callback.core import Callback
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from . import distributed, progress  # noqa: F401  (progress: fastai's epoch table folded under one line)
 from .env import atomic_write, cache_dir, lock
@@ -73,7 +79,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 def array_fingerprint(arrays: dict) -> str:
     """A hash of every value in ``{name: array}`` (e.g. extracted features), keying results computed from them."""
-    import numpy as np
     h = hashlib.sha256()
     for k in sorted(arrays):
         a = np.ascontiguousarray(arrays[k])
@@ -84,7 +89,6 @@ def array_fingerprint(arrays: dict) -> str:
 
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
     """Save ``model``'s state as safetensors (``metadata`` as JSON strings), atomically."""
-    from safetensors.torch import save_file
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
@@ -92,8 +96,6 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = Non
 
 def load_weights(model: torch.nn.Module, path: Path) -> dict:
     """Load a safetensors checkpoint into ``model``; returns its metadata (decoded)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     state, own = load_file(str(path)), model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:  # some libraries' modules load non-strictly: refuse another architecture here
@@ -158,8 +160,6 @@ def load_or_train(learn, key: str, epochs: int, lr: float, name: str, folder: Pa
     whether to load or train, and writes the checkpoints (the history then
     records ``world_size``), so the chapters read the run back unchanged.
     """
-    import contextlib
-    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     folder = Path(folder) if folder else cache_dir("checkpoints")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{key}.safetensors"
@@ -213,7 +213,6 @@ def amp_mode(device) -> str | None:
 
 def mixed_precision(learn):
     """``learn`` set to train in :func:`amp_mode` of its dataloaders' device (fastai's ``to_bf16``/``to_fp16``)."""
-    import fastai.callback.fp16  # noqa: F401  (adds Learner.to_fp16 / to_bf16)
     mode = amp_mode(learn.dls.device)
     return learn.to_bf16() if mode == "bf16" else learn.to_fp16() if mode == "fp16" else learn
 

@@ -21,6 +21,7 @@ is cleared and every such block becomes a stub:
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import textwrap
 from pathlib import Path
@@ -66,7 +67,6 @@ def _top_level_stub(block: str) -> str:
 
 def student_copy(nb):
     """A copy of notebook ``nb`` (nbformat) with solutions stubbed and outputs cleared."""
-    import copy
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":

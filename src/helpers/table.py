@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from fastai.torch_core import TensorCategory, TensorImage, TensorMultiCategory
+from PIL import Image
 
 SPLITS = ("train", "valid", "test")
 # The book's shared label names (SynthRetina, the real datasets and FLAIR's prompts use them).
@@ -40,6 +42,7 @@ class ImageTable:
     classes: dict = field(default_factory=dict)
     name: str = "table"
     root: Path | None = None
+    modality: str = "fundus"   # which normalisation its images take (helpers.views.STATS): "fundus" or "oct"
 
     def __post_init__(self):
         if "split" not in self.labels.columns:
@@ -63,7 +66,7 @@ class ImageTable:
         rows = np.asarray(rows)
         return ImageTable(None if self.images is None else self.images[rows],
                           self.labels.iloc[rows].reset_index(drop=True), dict(self.tasks), dict(self.classes),
-                          name=self.name, root=self.root)
+                          name=self.name, root=self.root, modality=self.modality)
 
     def fingerprint(self) -> str:
         """A hash of every image (bytes in memory, or file bytes on disk), every label and the task kinds.
@@ -93,14 +96,12 @@ class ImageTable:
         if self.images is not None:
             img = self.images[i]
         else:
-            from PIL import Image
             path = Path(self.labels["path"].iloc[i])
             if self.root is not None and not path.is_absolute():
                 path = self.root / path
             with Image.open(path) as im:
                 img = np.asarray(im.convert("RGB"))
         if size is not None and img.shape[0] != size:
-            from PIL import Image
             img = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
         return img
 
@@ -143,7 +144,6 @@ class TableDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, i):
-        from fastai.torch_core import TensorCategory, TensorImage, TensorMultiCategory
         img = self.table.image(int(self.index[i]), self.size)
         x = TensorImage(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
         y = self.targets[i]

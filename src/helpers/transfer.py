@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import math
 
+import fastai.callback.all  # noqa: F401
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback, CancelValidException
+from fastai.learner import Learner
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import nn
 
+from . import env, models, runs
 from .data import dataloaders
-from .evaluation import label_subset, metrics
+from .evaluation import extract_features, label_subset, metrics
+from .runs import mixed_precision
 from .table import ImageTable
+from .views import normalize
 
 
 def classifier(encoder: nn.Module, n_classes) -> nn.Sequential:
@@ -105,8 +114,6 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     :func:`layer_decay_lrs`, warm-up over the first ``warmup`` of the steps then cosine decay, Adam's β1 held at
     0.9 (AdamW as RETFound), weight decay ``wd`` and ``label_smoothing`` in the loss.
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
     tasks = list(tasks)
     tr = table.split_index("train")
     sub = tr[label_subset(table.target(tasks[0])[tr], fraction, seed)]
@@ -121,7 +128,6 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     extra = {} if wd is None else {"wd": wd}
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n, label_smoothing), cbs=[skip],
                     splitter=two_groups if layer_decay is None else vit_layer_groups, **extra)
-    from .runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     with learn.no_bar(), learn.no_logging():
         if layer_decay is None:
@@ -148,16 +154,12 @@ def train_classifier(table: ImageTable, tasks, arch: str = "small_cnn_narrow", e
     Chapter 4 grades generated images with one trained on real images, and trains one on generated images (the
     classification accuracy score).
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
-    from . import env, models, runs
     tasks = list(tasks)
     n = [table.n_classes(t) for t in tasks]
     env.seed_everything(seed)
     model = classifier(models.create_encoder(arch)[0], n)
     dls = dataloaders(table, tasks, bs=bs, size=size, device=device, augment=True, seed=seed)
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n), cbs=[_NoValidation()])
-    from .runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     key = runs.run_key(kind="classifier", arch=arch, tasks=tasks, epochs=epochs, lr=lr, bs=bs, size=size, seed=seed,
                        data=table.fingerprint())
@@ -166,14 +168,12 @@ def train_classifier(table: ImageTable, tasks, arch: str = "small_cnn_narrow", e
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, n_classes, bs: int = 256) -> list:
-    """Class probabilities per task (one ``[N, n]`` array each) for float images in [0, 1] ``[N, 3, H, W]``."""
-    from .views import FUNDUS_MEAN, FUNDUS_STD
+def predict(model: nn.Module, images: torch.Tensor, n_classes, bs: int = 256, modality: str = "fundus") -> list:
+    """Class probabilities per task (one ``[N, n]`` array each) for float images in [0, 1] ``[N, 3, H, W]``
+    (normalised with ``modality``'s statistics, as the dataloaders do)."""
     device = next(model.parameters()).device
-    mean = torch.tensor(FUNDUS_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(FUNDUS_STD, device=device).view(1, 3, 1, 1)
     model = model.eval()
-    out = torch.cat([model((images[i:i + bs].to(device).float() - mean) / std).float().cpu()
+    out = torch.cat([model(normalize(images[i:i + bs].to(device).float(), modality)).float().cpu()
                      for i in range(0, len(images), bs)])
     n = [n_classes] if isinstance(n_classes, int) else list(n_classes)
     return [p.softmax(1).numpy() for p in out.split(n, dim=1)]
@@ -184,10 +184,6 @@ def predict(model: nn.Module, images: torch.Tensor, n_classes, bs: int = 256) ->
 def fit_probe(x: np.ndarray, y: np.ndarray, max_iter: int = 1000, C: float = 1.0, balanced: bool = False):
     """The shared protocol's linear probe (standardise, then logistic regression), fitted and returned; with
     ``balanced`` the classes are weighted by inverse frequency (chapter 6, as its fine-tuning loss)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C,
                                                              class_weight="balanced" if balanced else None))
     with threadpool_limits(1):
@@ -218,7 +214,6 @@ def probe_model(encoder: nn.Module, table: ImageTable, tasks, size: int | None =
     """``nn.Sequential(encoder, head)`` whose head is the shared linear probe of each task, fitted on the training
     split's frozen features (encoder in eval mode) and copied in with :func:`probe_layer`: linear probing, and the
     start of LP-FT. Its predictions are the probes' (a test checks it to float precision)."""
-    from .evaluation import extract_features
     tasks = list(tasks)
     n = [table.n_classes(t) for t in tasks]
     model = classifier(encoder, n)
@@ -246,9 +241,6 @@ def strategy(encoder: nn.Module, table: ImageTable, tasks, kind: str, seed: int 
     three strategies, for imbalanced tasks such as "any HR"). The encoder is changed in place by ``ft``/``lpft``:
     pass a copy to keep it.
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
-    from . import env
     if kind not in ("lp", "ft", "lpft"):
         raise ValueError(f"unknown strategy {kind!r}; strategies: lp, ft, lpft")
     tasks = list(tasks)
@@ -263,7 +255,6 @@ def strategy(encoder: nn.Module, table: ImageTable, tasks, kind: str, seed: int 
     tr = table.split_index("train")
     weights = [balanced_weights(table.target(t)[tr], k) for t, k in zip(tasks, n)] if balanced else None
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n, weights=weights), splitter=two_groups, cbs=[skip])
-    from .runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     learn.unfreeze()
     with learn.no_bar(), learn.no_logging():
@@ -275,17 +266,15 @@ def strategy(encoder: nn.Module, table: ImageTable, tasks, kind: str, seed: int 
 
 
 @torch.no_grad()
-def feature_distortion(before: nn.Module, after: nn.Module, images: torch.Tensor, bs: int = 256) -> float:
+def feature_distortion(before: nn.Module, after: nn.Module, images: torch.Tensor, bs: int = 256,
+                       modality: str = "fundus") -> float:
     """How far adaptation moved an encoder's features of ``images`` (float, [0, 1]): the mean cosine distance
     1 − cos(f_before(x), f_after(x)) — the mechanism Kumar et al. (2022) give for fine-tuning's loss out of
     distribution (chapter 6)."""
-    from .views import FUNDUS_MEAN, FUNDUS_STD
     device = next(after.parameters()).device
-    mean = torch.tensor(FUNDUS_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(FUNDUS_STD, device=device).view(1, 3, 1, 1)
     before, after = before.to(device).eval(), after.to(device).eval()
     d = []
     for i in range(0, len(images), bs):
-        x = (images[i:i + bs].to(device).float() - mean) / std
+        x = normalize(images[i:i + bs].to(device).float(), modality)
         d.append(1 - F.cosine_similarity(before(x).float(), after(x).float(), dim=1).cpu())
     return float(torch.cat(d).mean())

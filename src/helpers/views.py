@@ -8,14 +8,45 @@ into pictures.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
+from fastai.vision.augment import Brightness, Contrast, Dihedral, Rotate
 from torch import nn
 
 FUNDUS_MEAN = (0.5, 0.3, 0.2)
 FUNDUS_STD = (0.3, 0.2, 0.15)
+# One normalisation per modality; a table names its own (``ImageTable.modality``) and every loader, predictor and
+# plot reads the statistics from here. OCT B-scans are grey (stacked to 3 channels): a neutral grey standardisation,
+# not statistics measured on a dataset.
+STATS = {"fundus": (FUNDUS_MEAN, FUNDUS_STD), "oct": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))}
+
+
+def stats(modality: str = "fundus") -> tuple:
+    """``(mean, std)`` per channel for ``modality`` (``"fundus"`` or ``"oct"``; chapter 0 explains the fundus ones)."""
+    if modality not in STATS:
+        raise ValueError(f"no normalisation for the modality {modality!r}; there is one for {', '.join(STATS)}")
+    return STATS[modality]
+
+
+def _stats_like(x: torch.Tensor, modality: str):
+    mean, std = stats(modality)
+    return (torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1),
+            torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1))
+
+
+def normalize(x: torch.Tensor, modality: str = "fundus") -> torch.Tensor:
+    """Float images in [0, 1] ``[B, 3, H, W]`` standardised with ``modality``'s statistics (as the dataloaders do)."""
+    mean, std = _stats_like(x, modality)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor, modality: str = "fundus") -> torch.Tensor:
+    """The inverse of :func:`normalize`: standardised images back to [0, 1] (unclipped)."""
+    mean, std = _stats_like(x, modality)
+    return x * std + mean
 
 
 def fundus_augmentations(size: int, strength: float = 1.0) -> list:
@@ -26,7 +57,6 @@ def fundus_augmentations(size: int, strength: float = 1.0) -> list:
     away). They run on whole batches on the device; shown with a figure in
     chapter 0.
     """
-    from fastai.vision.augment import Brightness, Contrast, Dihedral, Rotate
     return [
         Dihedral(p=0.5 * strength),
         Rotate(max_deg=20 * strength, p=0.75, pad_mode="zeros"),
@@ -114,7 +144,6 @@ def multi_crop(x: torch.Tensor, n_global: int = 2, n_local: int = 4, global_scal
     for a lesion cluster but not a whole quadrant — resized to ``local_size``
     (default 3/8 of the image side). Both keep ``views``' camera changes.
     """
-    import copy
     base = views or FundusViews()
     g, l = copy.copy(base), copy.copy(base)
     g.crop_scale, l.crop_scale = tuple(global_scale), tuple(local_scale)
@@ -148,8 +177,6 @@ def _rotate_hue(v: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
 
 
-def decode(v: torch.Tensor):
+def decode(v: torch.Tensor, modality: str = "fundus"):
     """Normalised views ``[B, 3, H, W]`` back to pictures ``[B, H, W, 3]`` in [0, 1] (NumPy, for plotting)."""
-    mean = torch.tensor(FUNDUS_MEAN, device=v.device).view(1, 3, 1, 1)
-    std = torch.tensor(FUNDUS_STD, device=v.device).view(1, 3, 1, 1)
-    return (v.detach() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return denormalize(v.detach(), modality).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()

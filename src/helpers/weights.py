@@ -25,13 +25,28 @@ import argparse
 import os
 import pickle
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import timm
 import torch
+from huggingface_hub import constants, get_token, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.utils import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    are_progress_bars_disabled,
+    disable_progress_bars,
+    enable_progress_bars,
+)
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from .downloads import DownloadError, GatedError, OfflineError, fetch, transfer_errors
 from .env import cache_dir
+from .profiles import architecture
+from .views import FUNDUS_MEAN, FUNDUS_STD
 
 HF_ENV, GITHUB_ENV = "RETINA_HF_ENDPOINT", "RETINA_GITHUB_ENDPOINT"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -91,7 +106,6 @@ def input_size(name: str) -> int:
 
 
 def _arch_override(arch: str) -> dict:
-    from .profiles import architecture
     return architecture(arch)
 
 
@@ -117,12 +131,9 @@ def read_checkpoint(path: Path) -> dict:
     An object the book does not allow (see ``SAFE_GLOBALS``) is refused by name; a file torch cannot read is
     called corrupt, with the path to delete.
     """
-    from contextlib import nullcontext
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
         try:
-            from safetensors.torch import load_file
             return load_file(str(path))
         except SafetensorError as exc:
             raise WeightsError(f"{path} is corrupt or truncated ({exc}): delete it and download again") from None
@@ -165,7 +176,6 @@ class Renormalize:
     """
 
     def __init__(self, mean, std):
-        from .views import FUNDUS_MEAN, FUNDUS_STD
         src_m, src_s = torch.tensor(FUNDUS_MEAN), torch.tensor(FUNDUS_STD)
         dst_m, dst_s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         self.scale = (src_s / dst_s).view(1, 3, 1, 1)              # x_w = x · scale + shift
@@ -206,7 +216,6 @@ def load_into(model: torch.nn.Module, state: dict, name: str = "") -> dict:
 
 def _hf_says(w: WeightsInfo, endpoint: str, cache, exc) -> DownloadError:
     """huggingface_hub's error, as the book's error that says what to do."""
-    from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
     repo, file = w.path.rsplit("/", 1)
     if isinstance(exc, LocalEntryNotFoundError) and isinstance(exc.__cause__, HfHubHTTPError):
         exc = exc.__cause__  # the hub answered (403, 404, 5xx…) and the file is not cached either
@@ -254,7 +263,6 @@ def open_or_alternative(name: str, token: str | None = None, **kw):
 
 
 def _hub_offline() -> bool:
-    from huggingface_hub import constants
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
@@ -265,15 +273,13 @@ def hf_file(w: WeightsInfo, token: str | None = None, cache: Path | None = None,
     ``cache``: a hub cache folder (``None``: Hugging Face's own). Token: ``token``, else ``HF_TOKEN`` or the
     ``hf auth login`` one. Endpoint: ``RETINA_HF_ENDPOINT``, else ``HF_ENDPOINT``, else huggingface.co.
     """
-    from huggingface_hub import get_token, hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     repo, file = w.path.rsplit("/", 1)
     cached = try_to_load_from_cache(repo, file, cache_dir=cache)
     if isinstance(cached, str):
         return Path(cached)
     token = token or get_token()
     if w.gated and not token and not _hub_offline():
-        raise GatedError(f"no Hugging Face token is set: " + gated_advice(w))
+        raise GatedError("no Hugging Face token is set: " + gated_advice(w))
     endpoint = os.environ.get(HF_ENV) or None
     quiet = not progress and not are_progress_bars_disabled()
     if quiet:
@@ -282,7 +288,6 @@ def hf_file(w: WeightsInfo, token: str | None = None, cache: Path | None = None,
         return Path(hf_hub_download(repo, file, cache_dir=cache, endpoint=endpoint, token=token or None,
                                     local_files_only=_hub_offline()))
     except transfer_errors() as exc:  # the hub's errors are OSErrors; httpx's are added
-        from huggingface_hub import constants
         raise _hf_says(w, endpoint or constants.ENDPOINT, cache, exc) from None
     finally:
         if quiet:
@@ -313,9 +318,7 @@ def pretrained_encoder(name: str, token: str | None = None, cache: Path | None =
     statistics the weights were trained with (``WeightsInfo.mean/std``). ``arch`` overrides the timm architecture (the tests load small checkpoints in
     the official key layouts into small models).
     """
-    import timm
 
-    from .profiles import architecture
     w = info(name)
     shrink = architecture(arch or w.arch)  # {} but in the rehearsal profile
     if w.host == "timm":

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from helpers import data, evaluation, transfer
+from helpers.chapters import ch04
 from helpers.methods import diffusion as D
 
 COND = ("glaucoma", "amd")
@@ -55,7 +56,7 @@ def main():
     grader = transfer.train_classifier(table, list(COND), epochs=10, lr=3e-3, size=a.size, device="cpu",
                                        name="grader")
     t0 = time.perf_counter()
-    ae, vh = D.train_autoencoder(table, knobs, 0, "cpu", bar=False)
+    ae, vh = ch04.train_autoencoder(table, knobs, 0, "cpu", bar=False)
     vae_s = time.perf_counter() - t0
     imgs = {s: D.split_images(table, s, a.size) for s in ("train", "valid", "test")}
     z = {s: D.encode_images(ae, x) for s, x in imgs.items()}
@@ -77,7 +78,7 @@ def main():
                                + table.target("amd")[table.split_index(s)]) for s in ("train", "valid")}
     scale = vh["latent_scale"]
     t0 = time.perf_counter()
-    den, _ = D.train_denoiser({s: z[s] * scale for s in ("train", "valid")}, lab, 4, knobs, 0, "cpu",
+    den, _ = ch04.train_denoiser({s: z[s] * scale for s in ("train", "valid")}, lab, 4, knobs, 0, "cpu",
                               source=vh["key"], bar=False)
     row["unet_seconds"] = round(time.perf_counter() - t0, 1)
     y = torch.arange(4).repeat_interleave(a.per_class)

@@ -6,11 +6,11 @@ A check prints a line starting with ✅ when the answer is right and raises
 that poses each exercise is named in the check's docstring. Instructors: see
 the "For instructors" page.
 """
-from .core import ExerciseError, exercise, passed, pending  # noqa: F401
 from .ch00 import check_dr_rule, check_hr_answers, check_site_shortcut  # noqa: F401
-from .ch01 import check_nt_xent, check_learned_invariance, check_colour_shortcut, check_temperature_answer  # noqa: F401
-from .ch02 import check_dino_loss, check_center_update, check_collapse_prediction, check_attention_reading  # noqa: F401
-from .ch03 import check_random_masking, check_ratio_zero_loss, check_layer_decay  # noqa: F401
-from .ch04 import check_q_sample, check_latent_scale, check_guidance  # noqa: F401
-from .ch05 import check_flair_loss, check_prototype, check_knowledge_prompts  # noqa: F401
-from .ch06 import check_fold, check_distortion_prediction, check_specificity  # noqa: F401
+from .ch01 import check_colour_shortcut, check_learned_invariance, check_nt_xent, check_temperature_answer  # noqa: F401
+from .ch02 import check_attention_reading, check_center_update, check_collapse_prediction, check_dino_loss  # noqa: F401
+from .ch03 import check_layer_decay, check_random_masking, check_ratio_zero_loss  # noqa: F401
+from .ch04 import check_guidance, check_latent_scale, check_q_sample  # noqa: F401
+from .ch05 import check_flair_loss, check_knowledge_prompts, check_prototype  # noqa: F401
+from .ch06 import check_distortion_prediction, check_fold, check_specificity  # noqa: F401
+from .core import ExerciseError, exercise, passed, pending  # noqa: F401

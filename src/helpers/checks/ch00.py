@@ -1,14 +1,15 @@
 """Checks for chapter 0's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import itertools
+
+from ..synthretina import dr_grade_rule
 from .core import ExerciseError, _call, _digest, _finite, exercise, passed
 
 
 @exercise("write my_dr_grade")
 def check_dr_rule(fn) -> bool:
     """Chapter 0, exercise 1: ``fn(counts) -> grade`` agrees with SynthRetina's DR rule."""
-    import itertools
-    from ..synthretina import dr_grade_rule
     for ma, hm, ex, nv in itertools.product([0, 1, 5], [0, 1, 9, 10, 15], [0, 3], [0, 1]):
         counts = {"n_microaneurysms": ma, "n_haemorrhages": hm, "n_exudates": ex, "n_neovascularisation": nv}
         want = dr_grade_rule(ma, hm, ex, nv)

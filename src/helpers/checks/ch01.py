@@ -1,14 +1,16 @@
 """Checks for chapter 1's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from ..methods.simclr import nt_xent_loss
 from .core import ExerciseError, _call, _finite, _scalar, exercise, passed
 
 
 @exercise("write nt_xent")
 def check_nt_xent(fn) -> bool:
     """Chapter 1, exercise 1: ``fn(z1, z2, temperature)`` equals the library NT-Xent on random inputs."""
-    import torch
-    from ..methods.simclr import nt_xent_loss
     for batch, dim, temp in [(4, 8, 0.1), (16, 32, 0.5), (7, 3, 1.0)]:
         g = torch.Generator().manual_seed(batch)
         z1, z2 = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
@@ -25,7 +27,6 @@ def check_nt_xent(fn) -> bool:
 
 
 def _mean_score(scores) -> float:
-    import numpy as np
     if isinstance(scores, (str, bytes)) or not hasattr(scores, "__iter__"):
         vals = []
     else:
@@ -105,7 +106,6 @@ def _site_probes(colour):
 
 def _sweep(temperatures, scores):
     """The swept temperatures and their probe scores as two float arrays sorted by temperature."""
-    import numpy as np
     try:
         temps, scores = np.asarray(temperatures, float), np.asarray(scores, float)
     except (TypeError, ValueError):
@@ -123,7 +123,6 @@ def check_temperature_answer(best: float, reading: str, temperatures, scores) ->
 
     ``reading``: "lowest", "intermediate" or "highest" — where the best τ lies in the swept range.
     """
-    import numpy as np
     temps, scores = _sweep(temperatures, scores)
     i = int(np.argmax(scores))
     want = float(temps[i])

@@ -1,11 +1,13 @@
 """Checks for chapter 2's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import torch
+
+from ..methods.dino import dino_loss, update_center
 from .core import ExerciseError, _call, _finite, _scalar, _tensor, exercise, passed
 
 
 def _dino_inputs(batch: int, k: int, n_global: int, n_local: int, seed: int):
-    import torch
     g = torch.Generator().manual_seed(seed)
     student = [torch.randn(batch, k, generator=g) for _ in range(n_global + n_local)]
     teacher = [torch.randn(batch, k, generator=g) for _ in range(n_global)]
@@ -16,7 +18,6 @@ def _dino_inputs(batch: int, k: int, n_global: int, n_local: int, seed: int):
 def check_dino_loss(fn) -> bool:
     """Chapter 2, exercise 1: ``fn(student_out, teacher_out, center, t_student, t_teacher)`` equals the library's
     :func:`helpers.methods.dino.dino_loss` for several batch sizes, crop counts and temperatures."""
-    from ..methods.dino import dino_loss
     cases = [(4, 16, 2, 0, 0.1, 0.04), (8, 32, 2, 4, 0.1, 0.07), (5, 10, 2, 6, 0.2, 0.1)]
     for batch, k, ng, nl, ts, tt in cases:
         s, t, c = _dino_inputs(batch, k, ng, nl, batch + nl)
@@ -39,8 +40,6 @@ def check_dino_loss(fn) -> bool:
 @exercise("write the centre update")
 def check_center_update(fn) -> bool:
     """Chapter 2, exercise 2: ``fn(center, teacher_out, momentum)`` is DINO's EMA of the teacher's batch mean."""
-    import torch
-    from ..methods.dino import update_center
     for batch, k, m in [(4, 8, 0.9), (16, 32, 0.5), (3, 5, 0.99)]:
         _, t, c = _dino_inputs(batch, k, 2, 0, k)
         want = update_center(c, t, m)

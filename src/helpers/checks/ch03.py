@@ -1,6 +1,10 @@
 """Checks for chapter 3's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from ..transfer import layer_decay_lrs
 from .core import ExerciseError, _call, _describe, _finite, exercise, passed
 
 
@@ -12,7 +16,6 @@ def check_random_masking(fn) -> bool:
     removed, ``ids_restore`` a permutation whose inverse lists the kept tokens first (in the order of
     ``kept``), and a different draw for every sample.
     """
-    import torch
     for b, n, d, ratio in [(4, 36, 8, 0.75), (3, 36, 4, 0.9), (2, 49, 6, 0.5), (5, 16, 3, 0.0)]:
         x = torch.randn(b, n, d, generator=torch.Generator().manual_seed(n + b))
         torch.manual_seed(b)
@@ -74,8 +77,6 @@ def check_ratio_zero_loss(answer, measured) -> bool:
 def check_layer_decay(fn) -> bool:
     """Chapter 3, exercise 3: ``fn(base_lr, decay, n_blocks)`` → one learning rate per
     :func:`helpers.transfer.vit_layer_groups` group, as :func:`helpers.transfer.layer_decay_lrs`."""
-    import numpy as np
-    from ..transfer import layer_decay_lrs
     for base, decay, n in [(1e-3, 0.65, 3), (5e-3, 0.75, 12), (2e-4, 0.5, 1)]:
         out = _call(fn, base, decay, n, called=f"fn(base_lr, decay, n_blocks) with base_lr={base}, decay={decay} "
                     f"and n_blocks={n} (an int)")

@@ -1,6 +1,9 @@
 """Checks for chapter 4's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import torch
+
+from ..methods.diffusion import add_noise, alphas_cumprod, betas, latent_scale
 from .core import ExerciseError, _call, _digest, _scalar, _tensor, exercise, passed
 
 
@@ -8,8 +11,6 @@ from .core import ExerciseError, _call, _digest, _scalar, _tensor, exercise, pas
 def check_q_sample(fn) -> bool:
     """Chapter 4, exercise 1: ``fn(x0, noise, t, abar)`` = √ᾱ_t · x0 + √(1 − ᾱ_t) · noise, for one timestep per
     sample (and for a plain int), as :func:`helpers.methods.diffusion.add_noise`."""
-    import torch
-    from ..methods.diffusion import add_noise, alphas_cumprod, betas
     abar = alphas_cumprod(1000, "cosine")
     g = torch.Generator().manual_seed(4)
     x0, noise = torch.randn(5, 4, 6, 6, generator=g), torch.randn(5, 4, 6, 6, generator=g)
@@ -41,8 +42,6 @@ def check_q_sample(fn) -> bool:
 def check_latent_scale(fn) -> bool:
     """Chapter 4, exercise 2: ``fn(latents)`` → 1 / standard deviation of all the latent values (Stable
     Diffusion's ``scaling_factor``, :func:`helpers.methods.diffusion.latent_scale`)."""
-    import torch
-    from ..methods.diffusion import latent_scale
     for shape, mu, sd in [((64, 4, 8, 8), 0.3, 2.5), ((10, 4, 16, 16), -1.0, 0.4)]:
         z = mu + sd * torch.randn(*shape, generator=torch.Generator().manual_seed(shape[0]))
         out = _call(fn, z, called=f"fn(latents) with latents a {tuple(shape)} tensor")
@@ -69,7 +68,6 @@ _GUIDANCE_OPTIONS = ("the conditional model", "pure noise", "the unconditional m
 def check_guidance(fn, guidance_zero_gives: str) -> bool:
     """Chapter 4, exercise 3: ``fn(eps_cond, eps_uncond, scale)`` = ε_u + s · (ε_c − ε_u), and what a sampler with
     scale 0 draws (one of ``_GUIDANCE_OPTIONS``)."""
-    import torch
     g = torch.Generator().manual_seed(5)
     c, u = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
     for s in (0.0, 1.0, 2.5):

@@ -1,6 +1,10 @@
 """Checks for chapter 5's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
+from ..methods.flair import flair_loss, soft_targets
 from .core import ExerciseError, _call, _describe, _finite, _scalar, _tensor, exercise, passed
 
 
@@ -8,9 +12,6 @@ from .core import ExerciseError, _call, _describe, _finite, _scalar, _tensor, ex
 def check_flair_loss(fn) -> bool:
     """Chapter 5, exercise 1: ``fn(logits_per_text, target)`` = the symmetric cross-entropy with soft targets, as
     :func:`helpers.methods.flair.flair_loss`."""
-    import torch
-    import torch.nn.functional as F
-    from ..methods.flair import flair_loss, soft_targets
     for n, cats in [(5, [0, 1, 2, 3, 4]), (6, [0, 1, 0, 2, 1, 0])]:
         g = torch.Generator().manual_seed(n)
         logits = torch.randn(n, n, generator=g) * 3
@@ -41,7 +42,6 @@ def check_flair_loss(fn) -> bool:
 def check_prototype(fn) -> bool:
     """Chapter 5, exercise 2: ``fn(embeddings)`` → a class prototype from its descriptions' embeddings
     ``[n_descriptions, D]`` — their mean, **not** re-normalised, as FLAIR computes it."""
-    import torch
     g = torch.Generator().manual_seed(5)
     for n in (1, 3, 4):
         e = torch.nn.functional.normalize(torch.randn(n, 8, generator=g), dim=1)

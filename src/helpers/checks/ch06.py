@@ -1,6 +1,8 @@
 """Checks for chapter 6's exercises (see :mod:`helpers.checks`)."""
 from __future__ import annotations
 
+import numpy as np
+
 from .core import ExerciseError, _call, _describe, _finite, _scalar, exercise, passed
 
 
@@ -8,7 +10,6 @@ from .core import ExerciseError, _call, _describe, _finite, _scalar, exercise, p
 def check_fold(fn) -> bool:
     """Chapter 6, exercise 1: ``fn(mean, scale, coef, intercept)`` → ``(weight, bias)`` of one linear layer on raw
     features equal to ``coef · (x − mean) / scale + intercept`` (what :func:`helpers.transfer.probe_layer` does)."""
-    import numpy as np
     rng = np.random.default_rng(6)
     for k, d in ((1, 5), (4, 7)):
         mean, scale = rng.normal(size=d), rng.uniform(0.3, 3, d)
@@ -68,7 +69,6 @@ def check_distortion_prediction(answer: str, measured: dict) -> bool:
 @exercise("write specificity")
 def check_specificity(fn) -> bool:
     """Chapter 6, exercise 3: ``fn(y_true, y_pred)`` → the share of true negatives (label 0) predicted 0."""
-    import numpy as np
     rng = np.random.default_rng(7)
     for n in (10, 200):
         y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+
+import torch
 
 
 class ExerciseError(AssertionError):
@@ -38,7 +41,6 @@ def exercise(what: str):
 
 def _digest(text: str) -> str:
     """Answers are compared by hash, so reading this module does not give them away."""
-    import hashlib
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -89,7 +91,6 @@ def _scalar(value, expected: str) -> float:
 def _tensor(value, shape, expected: str):
     """A returned tensor (as float32, to compare with the library's), or an :class:`ExerciseError` with
     ``expected`` when it is not a tensor or, with ``shape`` given, not of that shape."""
-    import torch
     if not torch.is_tensor(value) or (shape is not None and tuple(value.shape) != tuple(shape)):
         raise ExerciseError(f"{expected}; got {_describe(value)}")
     return value.detach().float()

@@ -16,12 +16,22 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+from pathlib import Path
 
+import diffusers  # its networks load on first use (chapter 4 alone builds them)
+import fastai.callback.all  # noqa: F401
+import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
+from fastai.learner import Learner
 from torch import nn
+from tqdm.auto import tqdm
 
+from ..env import cache_dir
+from ..runs import EMA, mixed_precision
+from ..weights import WeightsError
 
 # --- the noise schedule and the forward process -------------------------------------------------------------------
 
@@ -112,7 +122,6 @@ def sample(model: nn.Module, labels: torch.Tensor, abar: torch.Tensor, shape, st
     With ``guidance`` ≠ 1 each step runs the conditional and the unconditional pass in one batch. Returns the
     latents, and with ``trajectory`` the list of x̂0 predicted along the way (for the denoising figure).
     """
-    from tqdm.auto import tqdm
     device = next(model.parameters()).device
     labels = labels.to(device)
     g_device = generator.device if generator is not None else "cpu"
@@ -170,9 +179,8 @@ def unet(sample_size: int, in_channels: int, n_classes: int, channels=(32, 64, 6
          norm_groups: int = 16) -> nn.Module:
     """diffusers' ``UNet2DModel`` sized for a CPU: one down/up level per entry of ``channels`` (attention only in the
     middle block), a class embedding added to the time embedding (``n_classes`` + 1 rows: the last is "no label")."""
-    from diffusers import UNet2DModel
     n = len(channels)
-    return UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
+    return diffusers.UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
                        block_out_channels=tuple(channels), layers_per_block=layers_per_block,
                        down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
                        norm_num_groups=norm_groups, attention_head_dim=channels[-1] // 2,
@@ -204,15 +212,11 @@ def diffusion_learner(dls, unet: nn.Module, n_classes: int, T: int = 1000, sched
     ``dls`` yields ``(latents, class id)``; ``loss_fn(pred_noise, noise)`` replaces :func:`diffusion_loss`. The
     EMA of the UNet (momentum ``ema``) is kept by :class:`helpers.runs.EMA` after every step.
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
-    from ..runs import EMA
     model = Denoiser(unet, n_classes)
     abar = alphas_cumprod(T, schedule)
     cbs = [DiffusionNoise(abar, p_uncond, n_classes), EMA(lambda m: m.unet, lambda m: m.ema, ema, ema)] + list(cbs or [])
     learn = Learner(dls, model, loss_func=loss_fn or diffusion_loss, cbs=cbs, wd=wd)
     learn.abar = abar
-    from ..runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
@@ -225,9 +229,8 @@ def autoencoder(channels=(16, 32), latent_channels: int = 4, layers_per_block: i
     becomes ``latent_channels`` × 16 × 16 with two levels). Stable Diffusion's autoencoder has self-attention in
     its middle block; at 16 × 16 latents that attention costs more than the convolutions, so it is off unless
     ``attention``."""
-    from diffusers import AutoencoderKL
     n = len(channels)
-    vae = AutoencoderKL(block_out_channels=tuple(channels), latent_channels=latent_channels,
+    vae = diffusers.AutoencoderKL(block_out_channels=tuple(channels), latent_channels=latent_channels,
                         layers_per_block=layers_per_block, norm_num_groups=norm_groups,
                         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
                         mid_block_add_attention=attention)
@@ -276,11 +279,8 @@ class Symmetric(Callback):
 
 def vae_learner(dls, vae: nn.Module, kl_weight: float = 1e-4, wd: float = 0.0, cbs=None):
     """A fastai Learner for the KL autoencoder (``dls`` yields images in [0, 1]: ``augment=False, normalize=False``)."""
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
     learn = Learner(dls, KLAutoencoder(vae), loss_func=lambda pred, y: vae_loss(pred, y, kl_weight),
                     cbs=[Symmetric()] + list(cbs or []), wd=wd)
-    from ..runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
@@ -308,61 +308,9 @@ def decode_latents(ae: KLAutoencoder, z: torch.Tensor, bs: int = 256) -> torch.T
     return torch.cat([((ae.decode(z[i:i + bs].to(device)) + 1) / 2).clamp(0, 1).cpu() for i in range(0, len(z), bs)])
 
 
-# --- chapter 4's runs, trained once and read back -----------------------------------------------------------------
-
-_VAE_KNOBS = ("image_size", "vae_channels", "latent_channels", "vae_epochs", "vae_batch_size", "vae_lr", "kl_weight")
-_UNET_KNOBS = ("unet_channels", "unet_epochs", "unet_batch_size", "unet_lr", "T", "schedule", "p_uncond", "ema")
-
-
-def train_autoencoder(table, knobs, seed: int, device, bar: bool = True):
-    """Chapter 4's KL autoencoder on the training images, or the saved one read back: ``(model, history)``.
-
-    ``history["latent_scale"]`` is 1 / std of the training latents, computed after training and stored in the
-    checkpoint's metadata, so a reloaded autoencoder comes with the scale its denoiser was trained with.
-    """
-    from .. import data, env, runs
-    env.seed_everything(seed)
-    dls = data.dataloaders(table, None, bs=knobs["vae_batch_size"], size=knobs["image_size"], device=device,
-                           augment=False, normalize=False, seed=seed)
-    learn = vae_learner(dls, autoencoder(knobs["vae_channels"], knobs["latent_channels"],
-                                         norm_groups=min(16, min(knobs["vae_channels"]))), knobs["kl_weight"])
-    key = runs.run_key(chapter="04", part="vae", seed=seed, knobs={k: knobs[k] for k in _VAE_KNOBS},
-                       init=runs.weights_fingerprint(learn.model), data=table.fingerprint())
-    train = lambda l: {"latent_scale": latent_scale(encode_images(  # noqa: E731
-        l.model, split_images(table, "train", knobs["image_size"]), device=device))}
-    hist = runs.load_or_train(learn, key, knobs["vae_epochs"], knobs["vae_lr"], name="vae", extra=train, bar=bar)
-    return learn.model.eval(), {**hist, "key": key}
-
-
-def train_denoiser(latents: dict, labels: dict, n_classes: int, knobs, seed: int, device, source: str,
-                   bar: bool = True):
-    """Chapter 4's class-conditional denoiser on scaled latents, or the saved one read back: ``(model, history)``.
-
-    ``latents``/``labels``: ``{"train": …, "valid": …}`` tensors; ``source`` names what made the latents (the
-    autoencoder's run key and the labels), so another autoencoder or labelling is another run.
-    """
-    from fastai.data.core import DataLoaders
-    from torch.utils.data import TensorDataset
-    from .. import env, runs
-    env.seed_everything(seed)
-    dsets = [TensorDataset(latents[s].float(), labels[s].long()) for s in ("train", "valid")]
-    dls = DataLoaders.from_dsets(*dsets, bs=knobs["unet_batch_size"], device=device, num_workers=0)
-    for dl in dls.loaders:
-        dl.rng.seed(seed)
-    shape = latents["train"].shape[1:]
-    learn = diffusion_learner(dls, unet(shape[-1], shape[0], n_classes, knobs["unet_channels"]), n_classes,
-                              knobs["T"], knobs["schedule"], knobs["p_uncond"], knobs["ema"])
-    key = runs.run_key(chapter="04", part="unet", seed=seed, n_classes=n_classes, source=source,
-                       knobs={k: knobs[k] for k in _UNET_KNOBS}, init=runs.weights_fingerprint(learn.model))
-    hist = runs.load_or_train(learn, key, knobs["unet_epochs"], knobs["unet_lr"], name="denoiser", bar=bar)
-    learn.model.abar = learn.abar
-    return learn.model.eval(), hist
-
-
 def split_images(table, split: str, size: int) -> torch.Tensor:
     """One split of ``table`` as a float tensor in [0, 1], ``[N, 3, size, size]`` (chapter 4 keeps them in memory:
     the autoencoder encodes them, the grader and the Fréchet distance read them)."""
-    import numpy as np
     idx = table.split_index(split)
     return torch.from_numpy(np.stack([table.image(int(i), size) for i in idx])).permute(0, 3, 1, 2).float() / 255
 
@@ -393,10 +341,6 @@ def released_generator(name: str, path=None):
     downloaded here: a missing folder raises a :class:`helpers.weights.WeightsError` that says where the weights
     come from and under which licence.
     """
-    import os
-    from pathlib import Path
-    from ..env import cache_dir
-    from ..weights import WeightsError
     if name not in RELEASED:
         raise WeightsError(f"unknown generator {name!r}; generators: {', '.join(RELEASED)}")
     info = RELEASED[name]
@@ -405,6 +349,5 @@ def released_generator(name: str, path=None):
         raise WeightsError(f"no diffusers pipeline folder (model_index.json) at {folder}. The weights: "
                            f"{info['source']}. Save the pipeline there with save_pretrained(..., "
                            f"safe_serialization=True), or point ${info['env']} to it. Licence: {info['licence']}.")
-    from diffusers import StableDiffusionPipeline
-    return StableDiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, safety_checker=None,
+    return diffusers.StableDiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, safety_checker=None,
                                                    requires_safety_checker=False)

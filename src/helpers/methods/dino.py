@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import copy
 
+import fastai.callback.all  # noqa: F401
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
+from fastai.learner import Learner
 from torch import nn
 
 from .. import distributed
-from ..runs import EMA
+from ..runs import EMA, mixed_precision
 from ..views import multi_crop
 
 
@@ -200,8 +202,6 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
     normalize=False)``); ``loss_fn(student_out, teacher_out, center,
     t_student, t_teacher)`` replaces the library's :func:`dino_loss`.
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
     cb = DINO(out_dim, **knobs)
     teacher = EMA(lambda m: m.student, lambda m: m.teacher, momentum=cb.momentum,  # cosine schedule to 1
                   horizon=cb.teacher_horizon)  # base scaled to the run's length (helpers.runs.horizon_momentum)
@@ -211,47 +211,8 @@ def dino_learner(dls, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int =
                                                                  cb.t_teacher),
                     cbs=[cb, teacher] + list(cbs or []), wd=wd)
     learn.dino = cb
-    from ..runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
-
-
-_RUN_KNOBS = ("lr", "out_dim", "hidden_dim", "bottleneck_dim", "norm_last_layer", "n_local", "global_scale",
-              "local_scale", "local_size", "t_student", "t_teacher", "warmup_t_teacher", "warmup_epochs",
-              "center_momentum", "momentum", "teacher_horizon", "wd")
-
-
-def pretrain(table, knobs, seed: int, device, encoder: str | None = None, encoder_kwargs=None,
-             epochs: int | None = None, tag: str = "main", save_at=(), bar: bool = True, loss_fn=None, monitor=None,
-             **changes):
-    """Chapter 2's DINO run from a fresh encoder, or the saved run read back: ``(model, history)``.
-
-    ``knobs`` is a profile's ``dino`` group; ``encoder``/``encoder_kwargs``/``epochs`` override it (the attention
-    ViT) and ``changes`` override DINO knobs (``centring=False`` and the other ablations). ``monitor`` is chapter
-    2's per-epoch collapse watch; its diagnostics are saved with the run. Chapter 3 reads the same runs back for
-    its comparison of self-supervised methods.
-    """
-    from .. import data, env, models, runs
-    from ..views import FundusViews
-    encoder = knobs["encoder"] if encoder is None else encoder
-    encoder_kwargs = knobs["encoder_kwargs"] if encoder_kwargs is None else encoder_kwargs
-    epochs = knobs["epochs"] if epochs is None else epochs
-    run = {k: knobs[k] for k in _RUN_KNOBS}
-    run.update({"centring": True, **changes})
-    env.seed_everything(seed)
-    enc, _ = models.create_encoder(encoder, **encoder_kwargs)
-    dls = data.dataloaders(table, None, bs=knobs["batch_size"], size=knobs["image_size"], device=device,
-                           augment=False, normalize=False, seed=seed)
-    v = FundusViews()
-    learn = dino_learner(dls, enc, loss_fn=loss_fn, views=v, monitor=monitor,
-                         **{k: val for k, val in run.items() if k != "lr"})
-    key = runs.run_key(chapter="02", tag=tag, seed=seed, encoder=encoder, encoder_kwargs=encoder_kwargs,
-                       epochs=epochs, knobs=run, views=repr(v), batch_size=knobs["batch_size"],
-                       size=knobs["image_size"], monitor=[knobs["monitor_task"], knobs["monitor_size"]],
-                       data=table.fingerprint())
-    keep = lambda l: {"diagnostics": l.dino.epochs}  # noqa: E731  (saved with the run)
-    hist = runs.load_or_train(learn, key, epochs, run["lr"], name="dino", save_at=save_at, extra=keep, bar=bar)
-    return learn.model, hist
 
 
 @torch.no_grad()

@@ -13,13 +13,22 @@ embeddings, not re-normalised** (a quirk of the original that chapter 5 measures
 """
 from __future__ import annotations
 
-import math
+import ast
 
+import fastai.callback.all  # noqa: F401
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
+import transformers  # BERT loads on first use (the faithful FLAIR of gpu/full)
 from fastai.callback.core import Callback
+from fastai.learner import Learner
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
+
+from ..profiles import architecture
+from ..runs import mixed_precision
+from ..weights import expect_fundus_input, info, load_into, read_checkpoint, weights_file
 
 CAPTION = "A fundus photograph of [CLS]"
 LOGIT_SCALE_MAX = 4.6052  # ln(100): FLAIR clamps the learnable temperature to at most 100
@@ -94,30 +103,25 @@ class FLAIRModel(nn.Module):
 
 def bio_clinical_bert_config(**changes):
     """The configuration of Bio_ClinicalBERT (BERT-base, cased vocabulary of 28,996), the text tower FLAIR loads."""
-    from transformers import BertConfig
     base = dict(vocab_size=28996, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
-    return BertConfig(**{**base, **changes})
+    return transformers.BertConfig(**{**base, **changes})
 
 
 def faithful_flair(proj_dim: int = 512) -> FLAIRModel:
     """FLAIR's published architecture, randomly initialised: torchvision's ResNet-50 (its ``fc`` an identity) and a
     BERT-base text tower, 512-d projections. Its state-dict keys and shapes are those of FLAIR's checkpoint."""
-    import torchvision
-    from transformers import BertModel
-    from ..profiles import architecture
     shrink = architecture("torchvision-resnet50")  # {} but in the rehearsal profile
     resnet = (torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, **shrink) if shrink else
               torchvision.models.resnet50(weights=None))
     resnet.fc = nn.Identity()
-    text = BertModel(bio_clinical_bert_config(**architecture("bert-base")))
+    text = transformers.BertModel(bio_clinical_bert_config(**architecture("bert-base")))
     return FLAIRModel(VisionModel(resnet, 2048, proj_dim), TextModel(text, proj_dim))
 
 
 def load_official(model: FLAIRModel, state: dict) -> dict:
     """Load a FLAIR checkpoint's state dict (keys one-to-one with :func:`faithful_flair`); report what did not match
     (old transformers versions saved ``embeddings.position_ids``, which newer ones do not keep)."""
-    from ..weights import load_into
     state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")}
     return load_into(model, state, "flair")
 
@@ -143,7 +147,6 @@ def build_tokenizer(texts, vocab_size: int = 400):
     """A WordPiece tokenizer (the kind BERT uses) trained on ``texts`` with the ``tokenizers`` library, offline:
     lower-cased, ``[CLS] … [SEP]`` around every text, ``[PAD]`` = 0. Words it never saw become known pieces or
     ``[UNK]`` — which is what a category name absent from the training text is to the model."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -251,7 +254,6 @@ def strip_impression(report: str) -> str:
 def read_flair_dictionary(source: str) -> dict:
     """FLAIR's own knowledge dictionary from the text of its published ``dictionary.py`` — parsed as a literal with
     :mod:`ast` (``definitions = {...}``), never executed."""
-    import ast
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "definitions" for t in node.targets):
@@ -280,11 +282,10 @@ class FLAIRBatch(Callback):
 def mini_text_model(vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 2, max_length: int = 64,
                     proj_dim: int = 64) -> TextModel:
     """A small BERT (transformers' ``BertModel``, the same class as FLAIR's Bio_ClinicalBERT) for the offline model."""
-    from transformers import BertModel
     cfg = bio_clinical_bert_config(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                                    num_attention_heads=heads, intermediate_size=4 * hidden,
                                    max_position_embeddings=max_length)
-    return TextModel(BertModel(cfg), proj_dim)
+    return TextModel(transformers.BertModel(cfg), proj_dim)
 
 
 def flair_learner(dls, encoder: nn.Module, text_model: TextModel, input_ids, attention_mask, categories,
@@ -292,12 +293,9 @@ def flair_learner(dls, encoder: nn.Module, text_model: TextModel, input_ids, att
     """A fastai Learner for FLAIR's image–text pretraining. ``dls`` yields (image, row id); the rows index
     ``input_ids``/``attention_mask`` (each report, tokenized once) and ``categories`` (for the soft targets).
     ``loss_fn(logits_per_text, target)`` replaces :func:`flair_loss`."""
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
     model = FLAIRModel(VisionModel(encoder, int(encoder.num_features), proj_dim), text_model)
     learn = Learner(dls, model, loss_func=loss_fn or flair_loss,
                     cbs=[FLAIRBatch(input_ids, attention_mask, categories)] + list(cbs or []), wd=wd)
-    from ..runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
 
@@ -309,46 +307,12 @@ def report_categories(table) -> torch.Tensor:
     return torch.from_numpy(keys.astype("category").cat.codes.to_numpy().astype(np.int64))
 
 
-def train_mini(table, knobs, seed: int, device, init=None, init_name: str = "random", loss_fn=None,
-               bar: bool = True):
-    """Chapter 5's mini-FLAIR on ``table``'s training images and their reports (impressions stripped), or the saved
-    run read back: ``(model, tokenizer, history)``. The tokenizer is built from the training text and saved with the
-    run. ``init`` is an optional vision encoder to start from (``init_name`` keys it); ``loss_fn`` is the student's
-    loss once chapter 5's check has found it equal to :func:`flair_loss` (so it does not change the key)."""
-    import copy
-    import json
-    from tokenizers import Tokenizer
-    from .. import data, env, models, runs
-    env.seed_everything(seed)
-    texts = [strip_impression(r) for r in table.labels["report"]]
-    train = table.split_index("train")
-    tok = build_tokenizer([texts[i] for i in train], knobs["vocab_size"])
-    ids, mask = encode(tok, texts, knobs["max_length"])
-    rows = table.labels.assign(row=np.arange(len(table)))
-    t2 = type(table)(table.images, rows, dict(table.tasks, row="single"), dict(table.classes), table.name, table.root)
-    dls = data.dataloaders(t2, "row", bs=knobs["batch_size"], size=knobs["image_size"], device=device, augment=True,
-                           seed=seed)
-    enc = copy.deepcopy(init) if init is not None else models.create_encoder(knobs["encoder"])[0]
-    text = mini_text_model(tok.get_vocab_size(), knobs["text_hidden"], knobs["text_layers"], knobs["text_heads"],
-                           knobs["max_length"], knobs["proj_dim"])
-    learn = flair_learner(dls, enc, text, ids, mask, report_categories(table), knobs["proj_dim"], loss_fn=loss_fn)
-    key = runs.run_key(chapter="05", seed=seed, init=init_name, init_weights=runs.weights_fingerprint(learn.model),
-                       knobs={k: knobs[k] for k in ("encoder", "image_size", "batch_size", "lr", "epochs", "vocab_size",
-                                                    "max_length", "text_hidden", "text_layers", "text_heads",
-                                                    "proj_dim")},
-                       data=table.fingerprint())
-    keep = lambda _: {"tokenizer": tok.to_str()}  # noqa: E731  (saved with the run)
-    hist = runs.load_or_train(learn, key, knobs["epochs"], knobs["lr"], name="flair", extra=keep, bar=bar)
-    return learn.model.eval(), Tokenizer.from_str(hist["tokenizer"]), hist
-
-
 # --- the released model (gpu / full) -------------------------------------------------------------------------------
 
 def official_flair(token: str | None = None, cache=None, progress: bool = True) -> FLAIRModel:
     """FLAIR's released model (both towers) through :mod:`helpers.weights` (entry ``flair-resnet50``; read with
     ``torch.load(weights_only=True)``), the key mapping reported. It takes the book's fundus-normalised images: the
     forward pre-hook of :func:`helpers.weights.expect_fundus_input` turns them into FLAIR's plain [0, 1] pixels."""
-    from ..weights import expect_fundus_input, info, read_checkpoint, weights_file
     w = info("flair-resnet50")
     dest = weights_file(w.name, token, cache, progress)  # by hand, the hub cache, or hf_hub_download
     model = faithful_flair()
@@ -361,5 +325,4 @@ def official_flair(token: str | None = None, cache=None, progress: bool = True) 
 def bio_clinical_tokenizer():
     """Bio_ClinicalBERT's tokenizer (the vocabulary FLAIR's text tower was trained with), from the Hugging Face hub
     (``gpu``/``full``), as a ``tokenizers.Tokenizer`` that :func:`encode` accepts."""
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained("emilyalsentzer/Bio_ClinicalBERT").backend_tokenizer
+    return transformers.AutoTokenizer.from_pretrained("emilyalsentzer/Bio_ClinicalBERT").backend_tokenizer

@@ -11,10 +11,14 @@ a plain loss a student can replace, a Callback, ``mae_learner(dls, encoder, **kn
 """
 from __future__ import annotations
 
+import fastai.callback.all  # noqa: F401
 import torch
 from fastai.callback.core import Callback
+from fastai.learner import Learner
+from timm.models.vision_transformer import Block
 from torch import nn
 
+from ..runs import mixed_precision
 from ..views import FundusViews
 
 
@@ -78,7 +82,6 @@ class MAEModel(nn.Module):
     def __init__(self, encoder: nn.Module, mask_ratio: float = 0.75, decoder_dim: int = 64, decoder_depth: int = 2,
                  decoder_heads: int = 2):
         super().__init__()
-        from timm.models.vision_transformer import Block
         self.encoder, self.mask_ratio = encoder, mask_ratio
         self.patch = int(encoder.patch_embed.patch_size[0])
         n, dim = encoder.patch_embed.num_patches, encoder.embed_dim
@@ -140,39 +143,9 @@ def mae_learner(dls, encoder: nn.Module, mask_ratio: float = 0.75, decoder_dim: 
     normalize=False)``); ``loss_fn(pred, target, mask, norm_pix_loss)``
     replaces the library's :func:`mae_loss`.
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401
     model = MAEModel(encoder, mask_ratio, decoder_dim, decoder_depth, decoder_heads)
     fn = loss_fn or mae_loss
     learn = Learner(dls, model, loss_func=lambda pred, *y: fn(pred[0], pred[2], pred[1], norm_pix_loss),
                     cbs=[MAEViews(views)] + list(cbs or []), wd=wd)
-    from ..runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
-
-
-def pretrain(table, knobs, seed: int, device, mask_ratio: float | None = None, epochs: int | None = None,
-             tag: str = "main", save_at=(), loss_fn=None, bar: bool = True):
-    """Chapter 3's MAE run from a fresh ViT, or the saved run read back: ``(model, history)``.
-
-    ``knobs`` is a profile's ``mae`` group; ``mask_ratio``/``epochs`` override it (the mask-ratio sweep). The
-    key holds every knob that shapes the run, so chapter 6 can read the same checkpoints back.
-    """
-    from .. import data, env, models, runs
-    mask_ratio = knobs["mask_ratio"] if mask_ratio is None else mask_ratio
-    epochs = knobs["epochs"] if epochs is None else epochs
-    env.seed_everything(seed)
-    enc, _ = models.create_encoder(knobs["encoder"], **knobs["encoder_kwargs"])
-    dls = data.dataloaders(table, None, bs=knobs["batch_size"], size=knobs["image_size"], device=device,
-                           augment=False, normalize=False, seed=seed)
-    views = FundusViews(crop_scale=tuple(knobs["crop_scale"]), max_rotate=0, brightness=0, contrast=0, gain=0,
-                        gamma=0, blur_p=0, noise=0)
-    learn = mae_learner(dls, enc, mask_ratio, knobs["decoder_dim"], knobs["decoder_depth"], knobs["decoder_heads"],
-                        knobs["norm_pix_loss"], loss_fn=loss_fn, views=views, wd=knobs["wd"])
-    key = runs.run_key(chapter="03", tag=tag, seed=seed, mask_ratio=mask_ratio, epochs=epochs, views=repr(views),
-                       knobs={k: knobs[k] for k in ("encoder", "encoder_kwargs", "image_size", "batch_size", "lr",
-                                                    "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss",
-                                                    "wd")},
-                       data=table.fingerprint())
-    hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="mae", save_at=save_at, bar=bar)
-    return learn.model, hist

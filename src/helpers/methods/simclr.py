@@ -8,13 +8,16 @@ benchmarks use (tested against lightly's ``NTXentLoss``). Views come from
 """
 from __future__ import annotations
 
+import fastai.callback.all  # noqa: F401  (fit_one_cycle, to_fp16)
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
+from fastai.learner import Learner
 from torch import nn
 
 from .. import distributed
 from ..models import MLPHead
+from ..runs import mixed_precision
 from ..views import FundusViews
 
 
@@ -105,42 +108,8 @@ def simclr_learner(dls, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int
     On several processes (``python -m helpers.pretrain``) the negatives come from the global batch
     unless ``gather_distributed=False``, and the batch norms see the global batch.
     """
-    from fastai.learner import Learner
-    import fastai.callback.all  # noqa: F401  (fit_one_cycle, to_fp16)
     model = SimCLRModel(encoder, proj_dim, hidden_dim)
     learn = Learner(dls, model, loss_func=NTXent(temperature, loss_fn, gather_distributed),
                     cbs=[SimCLRViews(views or FundusViews())] + list(cbs or []), wd=wd)
-    from ..runs import mixed_precision
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     return learn
-
-
-def chapter1_key(table, knobs, seed: int, temperature: float, epochs: int, views, tag: str = "main") -> str:
-    """The key chapter 1 saves a SimCLR run under, from its ``simclr`` knobs — chapter 2 reads the same runs
-    back with it (for its comparison table) instead of training them again."""
-    from ..runs import run_key
-    return run_key(chapter="01", tag=tag, seed=seed, temperature=temperature, epochs=epochs, views=repr(views),
-                   knobs={k: knobs[k] for k in ("encoder", "image_size", "batch_size", "lr", "proj_dim")},
-                   data=table.fingerprint())
-
-
-def pretrain(table, knobs, seed: int, device, views=None, temperature: float | None = None, epochs: int | None = None,
-             tag: str = "main", save_at=(), loss_fn=None, bar: bool = True):
-    """Chapter 1's SimCLR run from a fresh encoder, or the saved run read back: ``(model, history)``.
-
-    ``knobs`` is a profile's ``simclr`` group; chapter 1 trains with it (its exercise's ``loss_fn`` once solved)
-    and chapter 2 reads the same runs back for its comparison, under :func:`chapter1_key`.
-    """
-    from .. import data, env, models, runs
-    views = views or FundusViews()
-    temperature = knobs["temperature"] if temperature is None else temperature
-    epochs = knobs["epochs"] if epochs is None else epochs
-    env.seed_everything(seed)
-    enc, _ = models.create_encoder(knobs["encoder"])
-    dls = data.dataloaders(table, None, bs=knobs["batch_size"], size=knobs["image_size"], device=device,
-                           augment=False, normalize=False, seed=seed)
-    learn = simclr_learner(dls, enc, proj_dim=knobs["proj_dim"], temperature=temperature, views=views,
-                           loss_fn=loss_fn)
-    key = chapter1_key(table, knobs, seed, temperature, epochs, views, tag)
-    hist = runs.load_or_train(learn, key, epochs, knobs["lr"], name="simclr", save_at=save_at, bar=bar)
-    return learn.model, hist

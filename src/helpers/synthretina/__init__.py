@@ -41,17 +41,31 @@ generates and caches whole datasets.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
 
+from ..env import atomic_folder, atomic_write, cache_dir, data_root, lock
 from ..table import DR_NAMES, HR_NAMES, ImageTable
 from .render import MASKED
 from .render import render as _render  # the name `render` stays the submodule
-from .world import (DEFAULT_SITES, FINDINGS, Camera, Config, compose_report, derive_labels, dr_grade_rule,
-                    hr_grade_rule, make_config, sample_findings)
+from .world import (
+    DEFAULT_SITES,
+    FINDINGS,
+    Camera,
+    Config,
+    compose_report,
+    derive_labels,
+    dr_grade_rule,
+    hr_grade_rule,
+    make_config,
+    sample_findings,
+)
 
 __all__ = ["sample", "generate", "synthretina_table", "save_dataset", "load_folder", "make_config", "Config",
            "Camera", "DEFAULT_SITES", "TASKS", "CLASSES", "FINDINGS", "MASKED", "dr_grade_rule", "hr_grade_rule",
@@ -99,7 +113,6 @@ def generate(n: int, seed: int = 0, size: int = 128, cfg: Config | None = None, 
     """``n`` images ``[n, size, size, 3]`` (uint8) and their labels table."""
     if n is None or int(n) < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    from tqdm.auto import tqdm
     imgs = np.zeros((int(n), size, size, 3), np.uint8)
     rows = []
     for i in tqdm(range(int(n)), desc=f"SynthRetina {split}", disable=not progress, leave=False):
@@ -133,12 +146,10 @@ def synthretina_table(n_train=None, n_valid=None, n_test=None, size=None, seed: 
             raise ValueError(f"SynthRetina needs n_{k} (a non-negative integer), got {v!r}")
     cfg = make_config(prevalence, balanced, site_correlation)
     if cache:
-        from ..env import data_root
         folder = data_root(root) / f"synthretina-{cfg.key()}-s{seed}-{size}px-{n_train}-{n_valid}-{n_test}"
         if not (folder / "labels.csv").exists():
             save_dataset(folder, cfg, seed, size, ns, progress)
         return load_folder(folder)
-    from ..env import atomic_write, cache_dir, lock
     path = cache_dir("synthretina") / f"{cfg.key()}-{_source_key()}-s{seed}-{size}px-{n_train}-{n_valid}-{n_test}.npz"
     with lock(path):  # generated once per machine, then read back by every chapter (seconds instead of minutes)
         if path.exists():
@@ -157,7 +168,6 @@ def synthretina_table(n_train=None, n_valid=None, n_test=None, size=None, seed: 
 
 def _source_key() -> str:
     """A hash of SynthRetina's own source files: changing the world or the renderer invalidates the cache."""
-    import hashlib
     h = hashlib.sha256()
     for f in sorted(Path(__file__).parent.glob("*.py")):
         h.update(f.read_bytes())
@@ -192,9 +202,7 @@ def save_dataset(folder: Path, cfg: Config, seed: int, size: int, ns: dict, prog
     Under a lock, through :func:`helpers.env.atomic_folder`; a ``folder`` that another process finished
     meanwhile is used as it is.
     """
-    from PIL import Image
 
-    from ..env import atomic_folder, lock
 
     def write(tmp: Path) -> None:
         (tmp / "images").mkdir()
@@ -221,7 +229,6 @@ def save_dataset(folder: Path, cfg: Config, seed: int, size: int, ns: dict, prog
 
 def load_folder(folder: Path) -> ImageTable:
     """Read a SynthRetina folder written by :func:`save_dataset` into memory."""
-    from PIL import Image
     folder = Path(folder)
     labels = pd.read_csv(folder / "labels.csv")
     images = np.stack([np.asarray(Image.open(folder / p).convert("RGB")) for p in labels["path"]])
