@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 book: venv
-	$(PY) -m helpers.book build --profile $(PROFILE)
+	$(PY) tools/bookrunner.py build --profile $(PROFILE)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -40,4 +40,4 @@ clean-book:
 # Regenerate the committed student copies (notebooks/student/) after editing a chapter; the tests
 # fail while they differ from the chapters.
 student-copies: venv
-	$(PY) -m helpers.book student-copies
+	$(PY) tools/bookrunner.py student-copies

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import nbformat
 import pytest
+sys.path.insert(0, TOOLS)  # the book's tooling (bookrunner, student_copies, fixture_hub) is not in the wheel
 
 
 def make_notebook(path, cells, parameters: str | None = "PROFILE = None\nSEED = 0\n"):

@@ -1,11 +1,11 @@
-"""The book runner (helpers.book) on small notebooks made by the tests."""
+"""The book runner (tools/bookrunner.py) on small notebooks made by the tests."""
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers import book
-from helpers.student_copies import strip_solutions, student_copy, write_student_copies
+import bookrunner as book
+from student_copies import strip_solutions, student_copy, write_student_copies
 
 from conftest import make_notebook
 
@@ -252,7 +252,7 @@ def test_student_copies_of_the_discovered_chapters(tmp_path, monkeypatch, capsys
 
 
 def test_instructors_page_quotes_the_builds_own_figures(tmp_path):
-    from helpers.book import fill_chapter_markers
+    from bookrunner import fill_chapter_markers
     from helpers.report import RunReport, decide
     rep = RunReport("01_simclr", "Chapter 1", "cpu", "cpu")
     rep.claim("probe gain", paper="+10", ours="+12.1 [+8, +16]", **decide(0.08, 0.16, 0.05),
@@ -269,7 +269,7 @@ def test_instructors_page_quotes_the_builds_own_figures(tmp_path):
 
 def test_the_instructors_page_has_a_claims_marker_per_chapter():
     import re
-    from helpers.book import CHAPTER_MARKER, discover
+    from bookrunner import CHAPTER_MARKER, discover
     text = (Path(__file__).resolve().parents[1] / "book" / "instructors.md").read_text()
     named = {m.group(2) for m in CHAPTER_MARKER.finditer(text) if m.group(1) == "CLAIMS"}
     assert named == {p.stem for p in discover()}

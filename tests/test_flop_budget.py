@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import flop_budget  # noqa: E402
 
-from helpers import book, profiles  # noqa: E402
+import bookrunner as book  # noqa: E402
+from helpers import profiles  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,7 @@ def corpus():
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
         texts += ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"]]
     texts += [p.read_text() for p in (ROOT / "data_scripts").glob("*.py")]
+    texts += [p.read_text() for p in (ROOT / "tools").glob("*.py")]  # the book runner and the student-copy tool
     texts += [p.read_text() for p in (ROOT / "book").glob("*.md")]
     return "\n".join(texts)
 

@@ -13,8 +13,8 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import book
-from helpers.student_copies import strip_solutions
+import bookrunner as book
+from student_copies import strip_solutions
 
 NOTEBOOKS = book.discover()
 NAMES = [p.stem for p in NOTEBOOKS]
@@ -35,7 +35,7 @@ def smoke_book(tmp_path_factory, isolated_env):
 @pytest.fixture(scope="session")
 def student_runs(tmp_path_factory, isolated_env):
     """The student copy of every chapter (every exercise unsolved), executed in smoke."""
-    from helpers.student_copies import write_student_copies
+    from student_copies import write_student_copies
     folder = tmp_path_factory.mktemp("student")
     runs = {}
     for path in write_student_copies(NOTEBOOKS, folder):
@@ -99,7 +99,7 @@ def test_colab_badge_points_at_the_configured_repository(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_committed_student_copy_is_current(path):
     """notebooks/student/ holds what `make student-copies` writes now: a chapter edit without it fails here."""
-    from helpers.student_copies import student_copy
+    from student_copies import student_copy
     committed = book.STUDENT / path.name
     assert committed.exists(), f"no student copy of {path.name}: run `make student-copies`"
     fresh = student_copy(nbformat.read(path, as_version=4))

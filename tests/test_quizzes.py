@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import book
+import bookrunner as book
 
 NOTEBOOKS = book.discover()
 NAMES = [p.stem for p in NOTEBOOKS]

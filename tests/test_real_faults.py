@@ -9,7 +9,8 @@ import os
 import nbformat
 import pytest
 
-from helpers import book, datasets, downloads, profiles, weights
+import bookrunner as book
+from helpers import datasets, downloads, profiles, weights
 
 RETINA = datasets.needed_file(datasets.info("retinamnist"), 28)
 GREEN = weights.weights_url(weights.info("retfound-green"))

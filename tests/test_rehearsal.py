@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from helpers import book, profiles
+import bookrunner as book
+from helpers import profiles
 
 NOTEBOOKS = book.discover()
 NAMES = [p.stem for p in NOTEBOOKS]

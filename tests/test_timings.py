@@ -5,7 +5,8 @@ import re
 import nbformat
 import pytest
 
-from helpers import book, timings
+import bookrunner as book
+from helpers import timings
 
 
 def fake_report(profile, seconds):

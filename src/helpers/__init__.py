@@ -11,7 +11,9 @@ Floors, lowest first (a module imports only from floors below it; tests/test_hou
   methods/ (simclr, ...)                 — one module per self-supervised method
   evaluation, transfer                   — the shared protocol; fine-tuning recipes
   figures, checks                        — plots; exercise checks
-  report, timings, book, student_copies  — run report, measured times, book plumbing
+  report, timings                        — run report, measured times
+  chapters/ (ch01, ...)                  — each chapter's recipes, run registry and setup
+(The book runner and the student-copy tool are tooling, not library: tools/bookrunner.py, tools/student_copies.py.)
 Each public function's docstring names the chapter or page that explains it.
 """
 import warnings as _warnings

@@ -9,7 +9,7 @@ Every chapter ends its "Reproduce the claim" section with::
     report.publish()
 
 ``publish`` shows the table in the notebook and attaches the same record, as
-JSON, to the output's metadata; the book runner (``helpers.book``) gathers the
+JSON, to the output's metadata; the book runner (``tools/bookrunner.py``) gathers the
 records from the executed notebooks into ``report.json`` and the
 "Reproduction report" page, rendered by :func:`report_markdown`. This module
 renders every record, in the notebook and in the book. Explained on the "For

@@ -1,6 +1,6 @@
 """The book runner: execute every chapter under a profile, gather the run report, build the site.
 
-``make book`` calls ``python -m helpers.book build --profile auto``; the tests
+``make book`` calls ``python tools/bookrunner.py build --profile auto``; the tests
 call the same functions in the ``smoke`` profile. Explained on the book's
 "For contributors" page. Sources are never modified: executed copies go to
 the build tree ``book/_build/source`` (a staged copy of ``book/`` with the
@@ -9,13 +9,13 @@ executed notebooks under ``notebooks/``) and the site to
 
 Commands::
 
-    python -m helpers.book build   [--profile P] [--only NAME ...]   # execute + report + site
-    python -m helpers.book execute [--profile P] [--only NAME ...]   # execute + report only
-    python -m helpers.book site                                       # site from what was executed
-    python -m helpers.book student-copies [--out DIR]                 # exercise stubs for students
+    python tools/bookrunner.py build   [--profile P] [--only NAME ...]   # execute + report + site
+    python tools/bookrunner.py execute [--profile P] [--only NAME ...]   # execute + report only
+    python tools/bookrunner.py site                                       # site from what was executed
+    python tools/bookrunner.py student-copies [--out DIR]                 # exercise stubs for students
 
 The report table is rendered by :mod:`helpers.report`, the student copies are
-written by :mod:`helpers.student_copies` (from the notebooks :func:`discover` finds).
+written by ``tools/student_copies.py`` (from the notebooks :func:`discover` finds).
 """
 from __future__ import annotations
 
@@ -30,11 +30,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import profiles, timings
-from .report import METADATA_KEY, chapter_claims_markdown, report_markdown
-from .student_copies import write_student_copies
+from student_copies import write_student_copies
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import profiles, timings
+from helpers.report import METADATA_KEY, chapter_claims_markdown, report_markdown
+
+
+def find_repo(start: Path | None = None) -> Path:
+    """The book's repository: the nearest folder at or above ``start`` (default: this file's folder, then the
+    working directory) holding ``notebooks/`` and ``book/_config.yml``; ``$RETINA_BOOK_REPO`` overrides it."""
+    if os.environ.get("RETINA_BOOK_REPO"):
+        return Path(os.environ["RETINA_BOOK_REPO"]).resolve()
+    for base in ([Path(start)] if start else [Path(__file__).resolve().parent, Path.cwd()]):
+        for folder in [base.resolve(), *base.resolve().parents]:
+            if (folder / "notebooks").is_dir() and (folder / "book" / "_config.yml").is_file():
+                return folder
+    raise FileNotFoundError(f"no book repository (a folder with notebooks/ and book/_config.yml) at or above "
+                            f"{start or Path(__file__).parent}; run from a clone or set RETINA_BOOK_REPO")
+
+
+REPO = find_repo()
 NOTEBOOKS = REPO / "notebooks"
 STUDENT = NOTEBOOKS / "student"  # committed student copies (the Colab badges open these)
 BOOK = REPO / "book"
@@ -376,7 +391,7 @@ def _swap_in(new: Path, stage: Path) -> None:
 
 
 def _main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.book", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/bookrunner.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("build", "execute"):
         p = sub.add_parser(name)

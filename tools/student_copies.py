@@ -8,7 +8,7 @@ two marker lines inside a code cell::
         ...the answer...
         # END SOLUTION
 
-``python -m helpers.book student-copies`` writes copies in which every output
+``python tools/bookrunner.py student-copies`` writes copies in which every output
 is cleared and every such block becomes a stub:
 
 - inside a function, ``raise NotImplementedError("exercise: write your answer here")``
@@ -79,8 +79,8 @@ def student_copy(nb):
 def write_student_copies(paths, out_dir: Path) -> list[Path]:
     """Write a student copy of each notebook in ``paths`` to ``out_dir``; returns the paths written.
 
-    ``python -m helpers.book student-copies`` passes the chapters that
-    :func:`helpers.book.discover` finds.
+    ``python tools/bookrunner.py student-copies`` passes the chapters that
+    ``bookrunner.discover`` finds.
     """
     import nbformat
     out_dir, paths = Path(out_dir), [Path(p) for p in paths]
