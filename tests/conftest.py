@@ -6,6 +6,8 @@ import sys
 
 import nbformat
 import pytest
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 sys.path.insert(0, TOOLS)  # the book's tooling (bookrunner, student_copies, fixture_hub) is not in the wheel
 
 
@@ -38,7 +40,6 @@ def isolated_env(tmp_path_factory):
             os.environ[k] = v
 
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 @pytest.fixture(scope="session")

@@ -234,7 +234,7 @@ def test_student_copies_of_the_discovered_chapters(tmp_path, monkeypatch, capsys
     """``write_student_copies`` takes the paths ``book.discover`` found; the CLI wires the two together."""
     import ast
     import nbformat
-    from helpers import student_copies
+    import student_copies
     nb_dir = tmp_path / "nbs"
     nb_dir.mkdir()
     make_notebook(nb_dir / "01_ch.ipynb", ["# BEGIN SOLUTION\nx = 1\n# END SOLUTION\nprint(x)"])

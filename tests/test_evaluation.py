@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import evaluation
+from helpers import evaluation, frechet
 from helpers.data import ImageTable
 
 
@@ -107,7 +107,7 @@ def test_two_processes_building_the_same_features_both_succeed(tmp_path):
 def test_frechet_distance_equals_the_formula_on_the_encoders_features():
     import scipy.linalg
     import torch
-    from helpers.evaluation import frechet_distance
+    from helpers.frechet import frechet_distance
     from helpers.views import FUNDUS_MEAN, FUNDUS_STD
 
     class Enc(torch.nn.Module):
@@ -162,9 +162,9 @@ def test_frechet_difference_matches_torchmetrics_and_sees_a_shift():
     torch.manual_seed(0)
     enc = models.create_encoder("small_cnn_narrow")[0].eval()
     real, same, shifted = torch.rand(96, 3, 32, 32), torch.rand(96, 3, 32, 32), torch.rand(96, 3, 32, 32) * 0.6
-    d = evaluation.frechet_difference(enc, real, shifted, same, n_boot=100)
-    assert abs(d["a"] - evaluation.frechet_distance(enc, real, shifted)) < 1e-3 * max(1.0, d["a"])
-    assert abs(d["b"] - evaluation.frechet_distance(enc, real, same)) < 1e-3 * max(1.0, d["b"])
+    d = frechet.frechet_difference(enc, real, shifted, same, n_boot=100)
+    assert abs(d["a"] - frechet.frechet_distance(enc, real, shifted)) < 1e-3 * max(1.0, d["a"])
+    assert abs(d["b"] - frechet.frechet_distance(enc, real, same)) < 1e-3 * max(1.0, d["b"])
     assert d["diff"] > 0 and d["lo"] > 0 and d["lo"] <= d["diff"] <= d["hi"]
-    twin = evaluation.frechet_difference(enc, real, same, same.flip(0), n_boot=100)
+    twin = frechet.frechet_difference(enc, real, same, same.flip(0), n_boot=100)
     assert twin["lo"] < 0 < twin["hi"]  # the same set twice: no difference to find

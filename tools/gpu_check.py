@@ -76,7 +76,8 @@ def main(argv=None) -> int:
 
     import fixture_hub
 
-    from helpers import book, profiles
+    import bookrunner as book
+    from helpers import profiles
     work = a.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     os.environ[fixture_hub.REAL_SIZES_ENV] = "1"
     profiles.load(a.profile)  # the weight fixtures take this profile's architectures

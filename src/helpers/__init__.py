@@ -1,15 +1,15 @@
 """helpers: the small library shared by the chapters of the retinal foundation-model book.
 
 Floors, lowest first (a module imports only from floors below it; tests/test_house.py checks it):
-  profiles, env                          — knobs; device, seeds, folders
+  knobs, profiles, env                   — read-only knob groups; the profiles; device, seeds, folders
   table                                  — ImageTable, the contract of every image source; label names
   views, downloads                       — augmentations and SSL views; verified downloads
-  synthretina, datasets                  — the embedded world; the registered real datasets
+  synthretina, layouts, datasets         — the embedded world; archive readers; the registered real datasets
   data                                   — load(source) and fastai DataLoaders
   models, weights                        — encoders and heads; official pretrained weights
   progress, runs                         — fastai's epoch table folded; run keys, load-or-train, EMA teacher
   methods/ (simclr, ...)                 — one module per self-supervised method
-  evaluation, transfer                   — the shared protocol; fine-tuning recipes
+  evaluation, frechet, transfer          — the shared protocol; Fréchet distances; fine-tuning recipes
   figures, checks                        — plots; exercise checks
   report, timings                        — run report, measured times
   chapters/ (ch01, ...)                  — each chapter's recipes, run registry and setup

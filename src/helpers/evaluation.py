@@ -32,9 +32,8 @@ from tqdm.auto import tqdm
 
 from .data import dataloaders
 from .env import atomic_write, cache_dir, lock
-from .runs import weights_fingerprint
+from .runs import array_fingerprint, cached_json, run_key, weights_fingerprint
 from .table import ImageTable
-from .views import FUNDUS_MEAN, FUNDUS_STD
 
 
 @torch.no_grad()
@@ -168,6 +167,37 @@ def probe(features: dict, table: ImageTable, target, max_iter: int = 1000, k: in
             "knn": knn_probe(features["train"], ytr, features["test"], yte, n, k, ordinal)}
 
 
+def cached_protocol(name: str, by_seed: dict, table: ImageTable, knobs, tasks, fractions=(1.0,),
+                    probes=("linear", "knn")) -> pd.DataFrame:
+    """:func:`protocol` for one encoder's features over seeds, cached under a hash of every feature value (chapters
+    1–4 run it once per encoder; a second run of a chapter reads it back). ``knobs`` is the profile's ``protocol``
+    group; the cache is keyed by the features, not the name, which is set on the rows afterwards."""
+    key = run_key(features={s: array_fingerprint(f) for s, f in by_seed.items()}, data=table.fingerprint(),
+                  protocol=dict(knobs), tasks=list(tasks), fractions=list(fractions), probes=list(probes))
+    rows = cached_json("protocol", key, lambda: protocol(
+        {name: by_seed}, table, tasks, fractions, probes, max_iter=knobs["max_iter"], k=knobs["knn_k"]).to_dict("records"))
+    return pd.DataFrame(rows).assign(encoder=name)
+
+
+def budget_curve(name: str, histories: dict, encoder_at, table: ImageTable, knobs, tasks, steps_per_epoch: int,
+                 probes=("linear",), device=None, size: int | None = None) -> pd.DataFrame:
+    """The protocol on every checkpoint a run saved along the way (``history["checkpoints"]``: ``{epoch: path}``),
+    one row per (seed, epoch, task, probe) with the optimiser ``step`` — the metric-vs-pretraining-budget curve of
+    chapters 1 and 2, cached under the checkpoints' paths. ``encoder_at(path)`` loads one checkpoint's encoder."""
+    def rows():
+        out = []
+        for seed, hist in histories.items():
+            for epoch, path in sorted(hist["checkpoints"].items()):
+                f = extract_features(encoder_at(path), table, device=device, size=size)
+                df = protocol({name: {seed: f}}, table, tasks, (1.0,), probes, max_iter=knobs["max_iter"],
+                              k=knobs["knn_k"])
+                out += [dict(r, epoch=int(epoch), step=int(epoch) * steps_per_epoch) for r in df.to_dict("records")]
+        return out
+    key = run_key(ckpts={s: sorted(h["checkpoints"].values()) for s, h in histories.items()}, name=name,
+                  data=table.fingerprint(), protocol=dict(knobs), tasks=list(tasks), probes=list(probes))
+    return pd.DataFrame(cached_json("budget", key, rows))
+
+
 def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Positions of a stratified ``fraction`` of the labels ``y`` (at least one per class), drawn with ``seed``.
 
@@ -224,89 +254,6 @@ def protocol(features: dict, table: ImageTable, tasks, fractions=(1.0,), probes=
                         rows.append({"encoder": name, "seed": seed, "task": task, "fraction": frac,
                                      "probe": kind, **m})
     return pd.DataFrame(rows)
-
-
-def frechet_distance(encoder: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, size: int | None = None,
-                     bs: int = 256) -> float:
-    """The Fréchet distance between two image sets in the feature space of ``encoder`` (chapter 4).
-
-    ``real``/``fake``: float images in [0, 1], ``[N, 3, H, W]`` (resized to ``size`` and normalised with the
-    fundus statistics, as the book's encoders see them). torchmetrics' ``FrechetInceptionDistance`` with the
-    book's own encoder as the feature extractor — the formula of FID, but not Inception's features, so its values
-    are not comparable with published FIDs.
-    """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    device = next(encoder.parameters()).device
-    was = encoder.training
-    fid = FrechetInceptionDistance(feature=_FDFeatures(encoder.eval(), size), normalize=True).to(device)
-    try:
-        for imgs, is_real in ((real, True), (fake, False)):
-            for i in range(0, len(imgs), bs):
-                fid.update(imgs[i:i + bs].to(device), real=is_real)
-        return float(fid.compute())
-    finally:
-        encoder.train(was)
-
-
-class _FDFeatures(torch.nn.Module):
-    """``encoder`` on float images in [0, 1], resized to ``size`` and normalised with the fundus statistics (the
-    feature extractor of :func:`frechet_distance` and :func:`frechet_difference`)."""
-
-    def __init__(self, encoder: torch.nn.Module, size: int | None):
-        super().__init__()
-        self.enc, self.size, self.num_features = encoder, size, int(encoder.num_features)
-        self.register_buffer("mean", torch.tensor(FUNDUS_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(FUNDUS_STD).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        if self.size is not None and x.shape[-1] != self.size:
-            x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        return self.enc((x.float() - self.mean) / self.std).float()
-
-
-@torch.no_grad()
-def _fd_features(encoder: torch.nn.Module, imgs: torch.Tensor, size: int | None, bs: int = 256) -> np.ndarray:
-    """:class:`_FDFeatures` of ``imgs`` as a float64 array."""
-    device = next(encoder.parameters()).device
-    features = _FDFeatures(encoder, size).to(device)
-    was = encoder.training
-    encoder.eval()
-    try:
-        return torch.cat([features(imgs[i:i + bs].to(device)).double().cpu()
-                          for i in range(0, len(imgs), bs)]).numpy()
-    finally:
-        encoder.train(was)
-
-
-def _frechet(fa: np.ndarray, fb: np.ndarray) -> float:
-    """The Fréchet distance between Gaussians fitted to two feature sets (the formula of FID).
-
-    tr √(Σa Σb) is the nuclear norm of Xb Xaᵀ / √((na − 1)(nb − 1)) for centred features X: an SVD of an
-    na × nb matrix instead of a square root of a d × d one — exact, and fast for wide features (2,048 for a
-    ResNet-50) and few images.
-    """
-    xa, xb = fa - fa.mean(0), fb - fb.mean(0)
-    scale = np.sqrt((len(fa) - 1) * (len(fb) - 1))
-    mu = fa.mean(0) - fb.mean(0)
-    nuclear = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / scale
-    return float(mu @ mu + (xa ** 2).sum() / (len(fa) - 1) + (xb ** 2).sum() / (len(fb) - 1) - 2 * nuclear)
-
-
-def frechet_difference(encoder: torch.nn.Module, real: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
-                       size: int | None = None, n_boot: int = 200, seed: int = 0) -> dict:
-    """Fréchet distance of ``fake_a`` minus that of ``fake_b`` (to the same ``real`` set), with a 95 % bootstrap
-    interval: each resample redraws the real and both generated sets (chapter 4's guidance claim; the interval
-    holds the noise of finite image sets, not of training the generator again)."""
-    fr, fa, fb = (_fd_features(encoder, x, size) for x in (real, fake_a, fake_b))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        r = fr[rng.integers(0, len(fr), len(fr))]
-        diffs.append(_frechet(fa[rng.integers(0, len(fa), len(fa))], r) -
-                     _frechet(fb[rng.integers(0, len(fb), len(fb))], r))
-    a, b = _frechet(fa, fr), _frechet(fb, fr)
-    return {"a": a, "b": b, "diff": a - b, "lo": float(np.percentile(diffs, 2.5)),
-            "hi": float(np.percentile(diffs, 97.5))}
 
 
 def _probe_predictions(features: dict, ytr, max_iter: int, k: int | None = None) -> np.ndarray:

@@ -133,13 +133,31 @@ def load(method: str, epoch: int | None = None, device=None, folder: Path | None
     return encoder.to(device or "cpu").eval(), rec
 
 
+def up_to_date(method: str, rec: dict | None = None) -> bool:
+    """Whether the shipped run is what this code trains: trained by it (same recipe hash), or by code that
+    ``tools/certify_reference.py`` found to train identical weights (an ``equivalent_code`` entry for this hash,
+    from the hash that trained it, with no difference at all)."""
+    rec = rec or provenance(method)
+    if rec is None:
+        return False
+    now = recipe_hash(method)
+    return rec["code_hash"] == now or any(
+        e.get("code_hash") == now and e.get("from_code_hash") == rec["code_hash"] and e.get("max_abs_diff") == 0.0
+        and e.get("epochs_compared", 0) >= 1 for e in rec.get("equivalent_code", []))
+
+
 def describe(method: str, folder: Path | None = None) -> str:
     """One line on ``method``'s reference run for a chapter: budget, seed, wall time, machine, code up to date."""
     rec = provenance(method, folder)
     if rec is None:
         return f"no reference run of {method} is shipped"
-    current = "the code that trained it is this code" if rec["code_hash"] == recipe_hash(method) else (
-        f"**trained by an earlier version of the code** (hash {rec['code_hash']}, now {recipe_hash(method)}): "
+    now = recipe_hash(method)
+    same = [e for e in rec.get("equivalent_code", []) if e["code_hash"] == now]
+    current = "the code that trained it is this code" if rec["code_hash"] == now else (
+        f"trained by code hash {rec['code_hash']}; this code ({now}) trains the same weights bit for bit "
+        f"(checked over {same[-1]['epochs_compared']} epoch on {same[-1]['checked']}: `{same[-1]['command']}`)"
+        if up_to_date(method, rec) else
+        f"**trained by an earlier version of the code** (hash {rec['code_hash']}, now {now}): "
         f"retrain with `{rec['command']}`")
     return (f"reference run of {method}: {rec['epochs']} epochs, seed {rec['seed']}, trained in "
             f"{rec['wall_time_s'] / 60:.1f} min on {rec['machine']} ({rec['trained']}); {current}")

@@ -41,12 +41,13 @@ def pretrain(table, knobs, seed: int, device, knn_k: int, encoder: str | None = 
     epochs = knobs["epochs"] if epochs is None else epochs
     run = {k: knobs[k] for k in RUN_KNOBS}
     run.update({"centring": True, **changes})
+    watch = collapse_watch(table, knobs, knn_k)  # before seeding, as chapter 2 builds its monitor set
     env.seed_everything(seed)
     enc, _ = models.create_encoder(encoder, **encoder_kwargs)
     dls = data.dataloaders(table, None, bs=knobs["batch_size"], size=knobs["image_size"], device=device,
                            augment=False, normalize=False, seed=seed)
     views = FundusViews()
-    learn = dino.dino_learner(dls, enc, loss_fn=loss_fn, views=views, monitor=collapse_watch(table, knobs, knn_k),
+    learn = dino.dino_learner(dls, enc, loss_fn=loss_fn, views=views, monitor=watch,
                               **{k: val for k, val in run.items() if k != "lr"})
     key = runs.run_key(chapter="02", tag=tag, seed=seed, encoder=encoder, encoder_kwargs=encoder_kwargs,
                        epochs=epochs, knobs=run, views=repr(views), batch_size=knobs["batch_size"],
