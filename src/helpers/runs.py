@@ -49,22 +49,38 @@ def code_hash(*parts) -> str:
     """
     h = hashlib.sha256()
     for part in parts:
-        if isinstance(part, str):
+        tree = None
+        if isinstance(part, str):  # read from the module's file, so a patched attribute cannot change the hash
             module, _, qualname = part.partition(":")
             part = importlib.import_module(module)
-            for name in filter(None, qualname.split(".")):
-                part = getattr(part, name)
-        name = getattr(part, "__qualname__", "") if not inspect.ismodule(part) else ""
-        tree = ast.parse(textwrap.dedent(inspect.getsource(part)))
+            if qualname:
+                tree = _definition(part, qualname)
+        name = (qualname if tree is not None else getattr(part, "__qualname__", "")) if not inspect.ismodule(part) \
+            or tree is not None else ""
+        tree = tree or ast.parse(textwrap.dedent(inspect.getsource(part)))
         for node in ast.walk(tree):  # drop docstrings: rewording one does not change the run
             body = getattr(node, "body", None)
             if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
                     and isinstance(getattr(body[0], "value", None), ast.Constant)
                     and isinstance(body[0].value.value, str)):
                 node.body = body[1:] or [ast.Pass()]
-        h.update(f"{getattr(part, '__module__', None) or part.__name__}:{name}".encode())
+        owner = part.__name__ if inspect.ismodule(part) else (getattr(part, "__module__", None) or part.__name__)
+        h.update(f"{owner}:{name}".encode())
         h.update(ast.dump(tree, annotate_fields=False).encode())
     return h.hexdigest()[:16]
+
+
+def _definition(module, qualname: str) -> ast.Module:
+    """The definition ``qualname`` (``"f"``, ``"Cls"`` or ``"Cls.method"``) as written in ``module``'s file."""
+    body = ast.parse(inspect.getsource(module)).body
+    node = None
+    for name in qualname.split("."):
+        node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and n.name == name), None)
+        if node is None:
+            raise ValueError(f"{module.__name__} defines no {qualname!r}")
+        body = node.body
+    return ast.Module(body=[node], type_ignores=[])
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
