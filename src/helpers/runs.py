@@ -49,22 +49,22 @@ def code_hash(*parts) -> str:
     """
     h = hashlib.sha256()
     for part in parts:
-        tree = None
         if isinstance(part, str):  # read from the module's file, so a patched attribute cannot change the hash
             module, _, qualname = part.partition(":")
             part = importlib.import_module(module)
-            if qualname:
-                tree = _definition(part, qualname)
-        name = (qualname if tree is not None else getattr(part, "__qualname__", "")) if not inspect.ismodule(part) \
-            or tree is not None else ""
-        tree = tree or ast.parse(textwrap.dedent(inspect.getsource(part)))
+            owner, name = part.__name__, qualname
+            tree = _definition(part, qualname) if qualname else ast.parse(inspect.getsource(part))
+        else:
+            module_part = inspect.ismodule(part)
+            owner = part.__name__ if module_part else (getattr(part, "__module__", None) or part.__name__)
+            name = "" if module_part else getattr(part, "__qualname__", "")
+            tree = ast.parse(textwrap.dedent(inspect.getsource(part)))
         for node in ast.walk(tree):  # drop docstrings: rewording one does not change the run
             body = getattr(node, "body", None)
             if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
                     and isinstance(getattr(body[0], "value", None), ast.Constant)
                     and isinstance(body[0].value.value, str)):
                 node.body = body[1:] or [ast.Pass()]
-        owner = part.__name__ if inspect.ismodule(part) else (getattr(part, "__module__", None) or part.__name__)
         h.update(f"{owner}:{name}".encode())
         h.update(ast.dump(tree, annotate_fields=False).encode())
     return h.hexdigest()[:16]
