@@ -196,9 +196,13 @@ def test_two_processes_of_b_train_like_one_process_of_2b(two_processes, method):
     mean = [(a + b) / 2 for a, b in zip(two[0]["losses"], two[1]["losses"])]
     assert mean == pytest.approx(one["losses"], abs=1e-5), (mean, one["losses"])
     diff = max(float((two[0]["state"][k].float() - v.float()).abs().max()) for k, v in one["state"].items())
-    for k, v in one["state"].items():  # float32 sums in another order
-        assert torch.allclose(two[0]["state"][k].float(), v.float(), rtol=1e-5, atol=1e-5), \
-            f"{method}: {k} differs after {STEPS} steps (max weight difference {diff:.2e})"
+    for k, v in one["state"].items():
+        # float32 sums in another order: the rounding error scales with the largest value summed, so each
+        # tensor is compared at 1e-5 of its own largest magnitude (DINO's head bias reaches ~7 after two steps,
+        # and a near-zero element of it once differed by 1.4e-5). A wrong reduction differs by a whole update.
+        scale = max(1.0, float(v.float().abs().max()))
+        err = float((two[0]["state"][k].float() - v.float()).abs().max())
+        assert err <= 1e-5 * scale, f"{method}: {k} differs after {STEPS} steps by {err:.2e} (scale {scale:.2f})"
     # every rank holds the same weights (the DINO teacher included: it follows the same student)
     for k, v in two[0]["state"].items():
         assert torch.equal(v, two[1]["state"][k]), k
