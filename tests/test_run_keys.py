@@ -98,3 +98,28 @@ def test_every_chapter_recipe_keys_its_runs_with_its_code():
         src = inspect.getsource(mod)
         assert src.count("runs.run_key(") == src.count("code=code(CODE)") > 0, mod.__name__
         assert chapters.code(mod.CODE) == runs.code_hash(*mod.CODE)
+
+
+def test_a_trained_classifier_is_keyed_by_its_code(tmp_path, monkeypatch):
+    """Chapter 4's grader (``transfer.train_classifier``): its key holds the hash of ``CLASSIFIER_CODE``, which
+    names every helpers module its Learner is built from; an edited loss gives another key, a docstring does not."""
+    from helpers import transfer
+    table = synthretina_table(8, 4, 0, size=32, seed=0, progress=False)
+    seen = {}
+    monkeypatch.setattr(runs, "load_or_train", lambda learn, key, *a, **k: seen.update(learn=learn, key=key))
+    transfer.train_classifier(table, ["dr_grade"], epochs=1, bs=4, size=32)
+    missing = _helpers_modules(seen["learn"]) - _covered(transfer.CLASSIFIER_CODE) - {"helpers.progress"}
+    assert not missing, f"transfer.CLASSIFIER_CODE leaves out {missing}"
+    src = inspect.getsource(transfer).replace("from . import", "from helpers import").replace("from .", "from helpers.")
+    line = "return sum(F.cross_entropy(p, y[:, i], label_smoothing=self.label_smoothing,"
+    assert line in src
+    keys = {}
+    for variant, text in {"same": src, "reworded": src.replace("Sum over tasks of", "The sum over tasks of"),
+                          "edited": src.replace(line, line.replace("sum(", "0.5 * sum("))}.items():
+        _load_as(text, tmp_path / f"t_{variant}.py")
+        monkeypatch.setattr(transfer, "CLASSIFIER_CODE", tuple(p.replace("helpers.transfer", NAME)
+                                                                for p in transfer.CLASSIFIER_CODE))
+        transfer.train_classifier(table, ["dr_grade"], epochs=1, bs=4, size=32)
+        keys[variant] = seen["key"]
+    sys.modules.pop(NAME, None)
+    assert keys["same"] == keys["reworded"] != keys["edited"]

@@ -145,6 +145,19 @@ def fine_tune(encoder: nn.Module, table: ImageTable, tasks, fraction: float = 1.
     return out
 
 
+# the code a trained classifier's key holds (an edit here trains it again; tests/test_run_keys.py)
+CLASSIFIER_CODE = ("helpers.transfer:classifier", "helpers.transfer:_NoValidation", "helpers.transfer:MultiTaskLoss",
+                   "helpers.transfer:train_classifier", "helpers.models:create_encoder", "helpers.models:SmallCNN",
+                   "helpers.views", "helpers.data:dataloaders", "helpers.runs:load_or_train",
+                   "helpers.runs:mixed_precision")
+
+
+# the code behind chapter 6's cached LP / FT / LP-FT results (their key holds its hash): this module, the views,
+# the dataloaders, the training loop and the metrics
+STRATEGY_CODE = ("helpers.transfer", "helpers.views", "helpers.data:dataloaders", "helpers.runs:load_or_train",
+                 "helpers.runs:mixed_precision", "helpers.evaluation:metrics", "helpers.evaluation:extract_features")
+
+
 def train_classifier(table: ImageTable, tasks, arch: str = "small_cnn_narrow", epochs: int = 10, lr: float = 3e-3,
                      bs: int = 64, size: int | None = None, seed: int = 0, device=None, name: str = "classifier",
                      bar: bool = False) -> nn.Sequential:
@@ -162,7 +175,7 @@ def train_classifier(table: ImageTable, tasks, arch: str = "small_cnn_narrow", e
     learn = Learner(dls, model, loss_func=MultiTaskLoss(n), cbs=[_NoValidation()])
     learn = mixed_precision(learn)  # bf16 on recent GPUs, fp16 on older ones, none on a CPU
     key = runs.run_key(kind="classifier", arch=arch, tasks=tasks, epochs=epochs, lr=lr, bs=bs, size=size, seed=seed,
-                       data=table.fingerprint())
+                       data=table.fingerprint(), code=runs.code_hash(*CLASSIFIER_CODE))
     runs.load_or_train(learn, key, epochs, lr, name=name, bar=bar)
     return model.eval()
 
