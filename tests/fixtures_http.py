@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fixture_hub import LocalServer
 
 FAKE_COMMIT = hashlib.sha1(b"retina-book test commit").hexdigest()
 
 
-class FileServer:
+class FileServer(LocalServer):
     """Serves ``files`` (name -> bytes) to GET and HEAD.
 
     ``cut[name] = n`` sends only n bytes of the next full request (the connection then closes early);
@@ -95,17 +96,4 @@ class FileServer:
                     self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)

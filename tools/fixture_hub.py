@@ -279,7 +279,29 @@ def build_fixtures(names=None, cache: Path | None = None) -> dict:
 
 # --------------------------------------------------------------------------- the server
 
-class Hub:
+class LocalServer:
+    """An HTTP server on 127.0.0.1 (``port`` 0: a free one) answering with ``handler`` in a background thread,
+    while a ``with`` block runs; the fixture hub and the download tests' file server are both one."""
+
+    def __init__(self, handler, port: int = 0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Hub(LocalServer):
     """The fixture hub: ``files`` ``{real url: bytes}`` served under their real paths (see the module docstring).
 
     ``tokens`` ``{hf repo: token}`` gates a repository; ``faults`` ``{real url: status | ("cut", n)}`` answers a
@@ -307,13 +329,7 @@ class Hub:
             def do_GET(self):
                 hub._answer(self, head=False)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(Handler, port)
 
     def env(self) -> dict:
         """The environment that points the book at this hub (a kernel started with it downloads from here)."""
@@ -341,14 +357,6 @@ class Hub:
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.update({k: v})
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def _real_url(self, path: str) -> str:
         """The real URL a request stands for; a Hugging Face file asked for at this hub's commit (the revision the
