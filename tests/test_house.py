@@ -105,3 +105,42 @@ def test_the_house_test_sees_a_cycle_and_an_unused_name(tmp_path):
     b.write_text("def g():\n    from .a import f\n    return 1\n\ndef lonely():\n    pass\n")
     assert imports_of("helpers.a", a) == {"helpers.b"} and imports_of("helpers.b", b) == {"helpers.a"}
     assert public_names(b) == {"g", "lonely"}
+
+
+MAX_LINES = 400  # issue 28: a module longer than this is split by what it holds
+MAX_LOCAL_IMPORTS = 10  # issue 28: imports inside functions, each with its reason on the line
+
+
+def code_files():
+    """The wheel's modules and the repository's tooling: what a contributor reads."""
+    return sorted(PKG.rglob("*.py")) + sorted((ROOT / "tools").glob("*.py"))
+
+
+def local_imports(path):
+    """``(line number, source line)`` of every import written inside a function of ``path``."""
+    source = path.read_text()
+    lines = source.splitlines()
+    out = []
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out += [(n.lineno, lines[n.lineno - 1]) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return sorted(set(out))
+
+
+def test_no_module_is_longer_than_the_house_allows():
+    long = {str(p.relative_to(ROOT)): n for p in code_files() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by what they hold): {long}"
+
+
+def test_few_imports_inside_functions_each_with_its_reason():
+    found = {f"{p.relative_to(ROOT)}:{n}": line.strip() for p in sorted(PKG.rglob("*.py")) for n, line in local_imports(p)}
+    assert len(found) <= MAX_LOCAL_IMPORTS, f"{len(found)} imports inside functions (at most {MAX_LOCAL_IMPORTS}): {found}"
+    unexplained = {k: v for k, v in found.items() if "#" not in v}
+    assert not unexplained, f"an import inside a function says why on its line: {unexplained}"
+
+
+def test_the_size_rules_see_a_long_module_and_a_silent_local_import(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\n\ndef g():\n    import json\n    from x import y  # optional: reason\n    return 1\n")
+    assert local_imports(f) == [(4, "    import json"), (5, "    from x import y  # optional: reason")]
+    assert [line for _, line in local_imports(f) if "#" not in line] == ["    import json"]

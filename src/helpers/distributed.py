@@ -200,8 +200,8 @@ def _classes():
     if _CLASSES:
         return _CLASSES["dl"], _CLASSES["trainer"]
     try:
-        import accelerate  # noqa: F401
-        from fastai.distributed import DistributedDL, DistributedTrainer
+        import accelerate  # noqa: F401 (optional: only a multi-GPU run needs accelerate and fastai.distributed)
+        from fastai.distributed import DistributedDL, DistributedTrainer  # optional, as above
     except (ImportError, NameError) as e:  # fastai.distributed fails with NameError without accelerate
         raise ImportError("training on several processes uses fastai's DistributedTrainer, which needs Hugging Face "
                           "Accelerate: pip install 'accelerate>=0.21'") from e

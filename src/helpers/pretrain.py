@@ -75,7 +75,7 @@ def pretrain(method: str, profile: str | None = "full", seed: int = 0, seeds=Non
 def _record(fn):
     """torchrun's error recorder: a failed process's traceback appears in torchrun's summary."""
     try:
-        from torch.distributed.elastic.multiprocessing.errors import record
+        from torch.distributed.elastic.multiprocessing.errors import record  # optional: absent in some torch builds
         return record(fn)
     except ImportError:  # pragma: no cover
         return fn

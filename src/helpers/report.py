@@ -190,7 +190,7 @@ class RunReport:
         """Show the report in the notebook and attach it for the book runner."""
         rec = self.to_dict()
         try:
-            from IPython.display import Markdown, display
+            from IPython.display import Markdown, display  # optional: plain Python without IPython prints instead
             display(Markdown(self.markdown(rec)), metadata={METADATA_KEY: rec})
         except ImportError:  # plain Python: print it
             print(self.markdown(rec))
