@@ -83,3 +83,19 @@ def test_panels_wrap_within_the_page_width():
     assert sum(ax.get_visible() for ax in fig.axes) == 5  # the sixth cell of the 2 x 3 grid is hidden
     fig = figures.show_images({"row": np.zeros((12, 8, 8, 3))}, titles=list(range(12)))
     assert fig.get_size_inches()[0] <= figures.MAX_WIDTH_IN + 1e-6
+
+
+def test_image_grid_row_labels_stay_in_their_rows():
+    """Chapter 4's guidance grid: 16 columns make rows short, and a rotated row label as long as "glaucoma + amd"
+    ran into its neighbours' (issue 27's browser review). Each label must sit within its own row and the figure."""
+    names = ["neither", "amd", "glaucoma", "glaucoma + amd"]
+    fig = figures.show_images({n: np.zeros((16, 8, 8, 3)) for n in names}, titles=["real"] + [""] * 15, size=1.1)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = np.array(fig.axes).reshape(len(names), 16)
+    for r, name in enumerate(names):
+        label = axes[r, 0].yaxis.label.get_window_extent(renderer)
+        row = axes[r, 0].get_window_extent(renderer)
+        assert axes[r, 0].get_ylabel() == name
+        assert row.y0 - 1 <= label.y0 and label.y1 <= row.y1 + 1, f"{name!r} spills out of its row"
+        assert label.x0 >= 0, f"{name!r} runs off the figure"

@@ -338,6 +338,8 @@ frame.addEventListener("load", () => setTimeout(() => {
     out.figures = [...d.querySelectorAll(".cell_output img")].map(im => ({
       shown: im.getBoundingClientRect().width, natural: im.naturalWidth,
       box: (im.closest(".output") || im.parentElement).getBoundingClientRect().width}));
+    out.cut = [...d.querySelectorAll(".cell_output .output.stream pre")].filter(p => p.scrollWidth > p.clientWidth + 1)
+      .map(p => p.textContent.trim().slice(0, 80));
     const walk = d.createTreeWalker(d.body, w.NodeFilter.SHOW_TEXT);
     while (walk.nextNode()) {
       const n = walk.currentNode;
@@ -385,8 +387,9 @@ def layout(exe, page, width, root):
 
 @pytest.mark.notebooks
 def test_chapters_render_maths_and_readable_figures_in_a_real_browser(site):
-    """Headless Chromium at 1,366 px: no raw $$ or \\( left in the rendered text, the maths typeset, and every
-    figure shown at >= 90 % of its column or at its own size, never below 72 % of it (9-pt text >= 9 px)."""
+    """Headless Chromium at 1,366 px: no raw $$ or \\( left in the rendered text, the maths typeset, every
+    figure shown at >= 90 % of its column or at its own size, never below 72 % of it (9-pt text >= 9 px), and no
+    printed line (a check's answer) cut off at the column's edge."""
     exe = chromium()
     if exe is None:
         pytest.skip("no Chromium on this machine (`apt-get install chromium`; .ci/run installs it)")
@@ -397,6 +400,7 @@ def test_chapters_render_maths_and_readable_figures_in_a_real_browser(site):
         if source is not None and "$$" in source.read_text():
             assert got["maths"] > 0, f"{page.name}: no maths typeset"
         assert got["figures"], f"{page.name}: no figure"
+        assert not got["cut"], f"{page.name}: printed lines run off the column: {got['cut'][:3]}"
         for f in got["figures"]:
             assert f["shown"] >= 0.9 * f["box"] or f["shown"] >= f["natural"] - 1, (page.name, f)
             assert f["shown"] >= 0.72 * f["natural"], (page.name, f, "text would be shown below 9 px")

@@ -19,13 +19,13 @@ def test_a_recorded_build_gives_each_chapter_its_line_and_the_page_its_table(tmp
     timings.record(fake_report("cpu", {"01_a": 589.0, "02_b": 40.0}), "2 CPU cores", path=path, when="2026-12-07",
                    warm=fake_report("cpu", {"01_a": 19.8, "02_b": 3.0}))
     line = timings.measured("01_a", path)
-    assert line == ("Measured time: `cpu` 9.8 min the first time, 20 s with its runs cached (2 CPU cores, "
+    assert line == ("Measured time: cpu profile: 9.8 min the first time, 20 s with its runs cached (2 CPU cores, "
                     "measured 2026-12-07).")
     assert timings.total("cpu", path) == pytest.approx(629.0) and timings.total("gpu", path) is None
     page = timings.markdown(path)
     assert "| 01_a | 9.8 min | 20 s |" in page and "| **the book** | **10.5 min** | 23 s |" in page
     timings.record(fake_report("smoke", {"01_a": 12.0}), "CI", path=path, when="2026-12-07")
-    assert "`smoke` 12 s the first time (CI" in timings.measured("01_a", path) and "`cpu`" in timings.measured("01_a", path)
+    assert "smoke profile: 12 s the first time (CI" in timings.measured("01_a", path) and "cpu profile" in timings.measured("01_a", path)
     assert "No time measured yet" in timings.measured("09_z", path)
     with pytest.raises(ValueError, match="warm build ran"):
         timings.record(fake_report("cpu", {"01_a": 1.0}), "m", warm=fake_report("smoke", {"01_a": 1.0}), path=path)

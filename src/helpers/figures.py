@@ -56,7 +56,7 @@ def show_images(rows: dict, titles=None, size: float = 1.6, suptitle: str = ""):
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_frame_on(c < len(imgs))
-        axes[r, 0].set_ylabel(name)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")  # across: a long label fits its row
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

@@ -36,7 +36,7 @@ def measured(chapter: str, path: Path = RECORD) -> str:
         t = rec.get("chapters", {}).get(chapter)
         if not t:
             continue
-        text = f"`{profile}` {_span(t['cold_s'])} the first time"
+        text = f"{profile} profile: {_span(t['cold_s'])} the first time"  # printed, so plain text
         if t.get("warm_s") is not None:
             text += f", {_span(t['warm_s'])} with its runs cached"
         parts.append(f"{text} ({rec['machine']}, measured {rec['date']})")
