@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 
-from .. import data, env, profiles, runs, timings
+from .. import data, env, evaluation, models, profiles, runs, timings
 from ..report import RunReport
 
 PRETRAINING = {"simclr": "ch01", "dino": "ch02", "mae": "ch03"}  # python -m helpers.pretrain METHOD: the chapter
@@ -60,3 +60,24 @@ def task_lists(table, tasks):
     task's chance accuracy: ``(TASKS, DIAGNOSES, CHANCE)`` as chapters 1–5 print them."""
     present = [t for t in tasks if t in table.labels.columns]
     return present, [t for t in present if t != "site_id"], {t: 1 / table.n_classes(t) for t in present}
+
+
+def init_features(spec, inits, table, seeds, device=None, size=None) -> dict:
+    """``{init: {seed: features}}`` of ``spec`` loaded with each pretrained initialisation in ``inits`` ("random" is
+    left out: it differs per seed, so chapters 1 and 2 build it in their own loop); one set of weights, the same
+    features for every seed. Chapters 1 and 2 compare their pretraining against these (e.g. ImageNet in ``gpu``)."""
+    out = {}
+    for init in inits:
+        if init != "random":
+            f = evaluation.extract_features(models.create_encoder(spec, init=init)[0], table, device=device, size=size)
+            out[init] = dict.fromkeys(seeds, f)
+    return out
+
+
+def protocol_runner(table, knobs, tasks):
+    """``run_protocol(name, by_seed, tasks=..., fractions=..., probes=...)``: the shared protocol (chapter 1
+    explains it) on one encoder's features over seeds, on ``table`` with the profile's ``protocol`` knobs, cached
+    under a hash of every feature value (:func:`helpers.evaluation.cached_protocol`). Chapters 1–3 call it."""
+    def run_protocol(name, by_seed, tasks=tasks, fractions=knobs.fractions, probes=("linear", "knn")):
+        return evaluation.cached_protocol(name, by_seed, table, knobs, tasks, fractions, probes)
+    return run_protocol
