@@ -162,7 +162,7 @@ _PROFILES: dict[str, dict] = {
                      "finetune_lr_mult": 3},
     }),
     "cpu": _merge(_COMMON["embedded"], {
-        "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; whole book <= 45 min on 2 cores",
+        "about": "a laptop or a first `make book`: SynthRetina sized so each claim shows; each chapter prints its measured time",
         "data": {"n_train": 2000, "n_valid": 500, "n_test": 500, "batch_size": 64},
         "synthretina": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 3000, "image_size": 64,
                         "cache": True},
@@ -223,7 +223,7 @@ _PROFILES: dict[str, dict] = {
                      "finetune_lr": 1e-2, "finetune_lr_mult": 3},
     }),
     "gpu": _merge(_COMMON["real"], {
-        "about": "Colab T4 (16 GB): real open datasets and official weights; <= 20 min per chapter",
+        "about": "Colab T4 (16 GB): real open datasets and official weights (budget: How to run; not yet timed on a GPU)",
         "data": {"n_train": None, "n_valid": None, "n_test": None, "batch_size": 64},
         "synthretina": {"gallery_size": 128, "epochs": 8, "lr": 3e-3, "n_train": 5000, "image_size": 128,
                         "cache": True},
