@@ -30,8 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # fixture_files sits beside this file
-from fixture_files import (  # noqa: E402,F401 (the hub's users read these names here)
+from fixture_files import (  # noqa: F401 (the hub's users read these names here)
     COMMIT, GENERATORS, HF_BASE, REAL_SIZES_ENV, build_fixtures, gen_deepdrid, hf_url, listed_urls, manifest)
 
 # --------------------------------------------------------------------------- the server
